@@ -1,0 +1,1 @@
+"""Shared pieces: networks, distributions, evaluation, logging, checkpoints, configuration."""

@@ -1,0 +1,91 @@
+"""Loss terms shared by the agents. Each returns (loss, info) with unnamespaced info keys; the agent
+adds its `critic/`, `value/` or `actor/` prefix."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def expectile_loss(diff, expectile):
+    """Asymmetric L2: |tau - 1(diff < 0)| * diff^2 (IQL, Kostrikov et al. 2021), elementwise."""
+    weight = jnp.where(diff >= 0, expectile, 1.0 - expectile)
+    return weight * diff**2
+
+
+def binary_nce_loss(phi, psi):
+    """Binary NCE over all pairs of a batch (CRL).
+
+    phi, psi: (E, B, d) or (B, d). logits[i, j, e] = phi_e[i] . psi_e[j] / sqrt(d); label I[i, j].
+    Loss = mean over i, j, e of sigmoid_binary_cross_entropy(logits, I).
+    """
+    if phi.ndim == 2:
+        phi, psi = phi[None], psi[None]
+    batch_size = phi.shape[1]
+    logits = jnp.einsum('eik,ejk->ije', phi, psi) / jnp.sqrt(phi.shape[-1])
+    labels = jnp.eye(batch_size)[..., None]
+    loss = optax.sigmoid_binary_cross_entropy(logits=logits, labels=jnp.broadcast_to(labels, logits.shape)).mean()
+    mean_logits = logits.mean(axis=-1)
+    eye = jnp.eye(batch_size)
+    return loss, {
+        'contrastive_loss': loss,
+        'binary_accuracy': jnp.mean((mean_logits > 0) == eye),
+        'categorical_accuracy': jnp.mean(jnp.argmax(mean_logits, axis=1) == jnp.arange(batch_size)),
+        'logits_pos': jnp.sum(mean_logits * eye) / batch_size,
+        'logits_neg': jnp.sum(mean_logits * (1 - eye)) / (batch_size * (batch_size - 1)),
+        'logits': mean_logits.mean(),
+    }
+
+
+def actor_loss(agent, batch, grad_params, rng):
+    """Goal-conditioned actor loss, AWR or DDPG+BC (OGBench's definitions).
+
+    Needs `agent.critic_values(obs, goals, actions) -> (B,)` (min over the ensemble, current params)
+    and, for AWR, `agent.value_values(obs, goals) -> (B,)`.
+
+    DDPG+BC: L = -mean(Q(s, a_pi, g)) / stop_grad(mean |Q|) - alpha * mean(log pi(a_data | s, g)), with
+      a_pi the clipped mean action (const_std) or a sample; for discrete actions the first term uses
+      E_{a ~ pi}[Q(s, a, g)] = sum_a pi(a | s, g) Q(s, a, g), which is differentiable.
+    AWR: L = -mean(min(exp(alpha * (Q - V)), 100) * log pi(a_data | s, g)).
+    """
+    config = agent.config
+    obs, goals, actions = batch['observations'], batch['actor_goals'], batch['actions']
+    dist = agent.network.select('actor')(obs, goals, params=grad_params)
+    log_prob = dist.log_prob(actions)
+    info = {'bc_log_prob': log_prob.mean()}
+    if config['discrete']:
+        info['accuracy'] = jnp.mean(dist.mode() == actions)
+        info['entropy'] = dist.entropy().mean()
+    else:
+        info['mse'] = jnp.mean((dist.mode() - actions) ** 2)
+        info['std'] = jnp.mean(dist.scale)
+
+    if config['actor_loss'] == 'awr':
+        v = agent.value_values(obs, goals)
+        q = agent.critic_values(obs, goals, actions)
+        adv = q - v
+        weights = jnp.minimum(jnp.exp(adv * config['alpha']), 100.0)
+        loss = -(weights * log_prob).mean()
+        info.update(actor_loss=loss, adv=adv.mean(), q_mean=q.mean())
+        return loss, info
+
+    if config['actor_loss'] != 'ddpgbc':
+        raise ValueError(f'unknown actor_loss {config["actor_loss"]!r}; use "ddpgbc" or "awr".')
+    if config['discrete']:
+        num_actions = dist.logits.shape[-1]
+        all_actions = jnp.broadcast_to(jnp.arange(num_actions), (obs.shape[0], num_actions))
+
+        def q_of(a):
+            return agent.critic_values(obs, goals, a)
+
+        q_all = jax.vmap(q_of, in_axes=1, out_axes=1)(all_actions)  # (B, A)
+        q = jnp.sum(dist.probs * q_all, axis=-1)
+    else:
+        q_actions = dist.mode() if config['const_std'] else dist.sample(seed=rng)
+        q = agent.critic_values(obs, goals, jnp.clip(q_actions, -1, 1))
+    q_loss = -q.mean() / jax.lax.stop_gradient(jnp.abs(q).mean() + 1e-6)
+    bc_loss = -(config['alpha'] * log_prob).mean()
+    loss = q_loss + bc_loss
+    info.update(actor_loss=loss, q_loss=q_loss, bc_loss=bc_loss, q_mean=q.mean(), q_abs_mean=jnp.abs(q).mean())
+    return loss, info

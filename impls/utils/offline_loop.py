@@ -1,0 +1,232 @@
+"""The offline goal-conditioned training loop (CRL, GCIQL, ...), driven by train.py.
+
+Hot path: a background thread builds the next stacks of batches (numpy, pure functions of
+(seed, step)) and puts them on the device while the current stack trains in one jitted call
+(`lax.scan` over `updates_per_dispatch` updates). The host synchronises only at log, eval and
+checkpoint steps, which are segment boundaries of a plan fixed up front.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import jax
+import numpy as np
+
+from impls.data.datasets import Dataset, DatasetError, load_dataset, val_path_for
+from impls.data.loader import BlockShuffleIndices, Prefetcher, UniformIndices, make_batch, stacked_batches
+from impls.data.sampler import GoalSampler
+from impls.utils.checkpoints import Checkpointer, json_safe
+from impls.utils.config import apply_overrides
+from impls.utils.flax_utils import scan_updates
+from impls.utils.logging import Logger
+
+DEFAULT_TRAIN_STEPS = 20_000
+
+
+class TrainingError(ValueError):
+    """A run that cannot start or continue; the message says why and what to do."""
+
+
+def resolve_dataset(args) -> tuple[Dataset, Dataset | None]:
+    path = args.dataset_path
+    if path is None:
+        path = os.path.join(args.dataset_dir, f'{args.env_name}.npz')
+        if not os.path.exists(path):
+            from impls.data.generate import generate
+
+            print(f'No dataset at {path}: generating {args.generate_episodes} episodes of {args.env_name} locally.')
+            generate(args.env_name, args.generate_episodes, args.dataset_dir, seed=0, progress=not args.no_progress)
+    train = load_dataset(path)
+    val_path = args.val_dataset_path or val_path_for(path)
+    val = load_dataset(val_path) if os.path.exists(val_path) else None
+    if args.val_dataset_path and val is None:
+        raise DatasetError(f'--val_dataset_path {val_path} does not exist.')
+    return train, val
+
+
+def build_config(args, spec, dataset: Dataset):
+    config = spec.get_config()
+    overrides = dict(args.agent_overrides)
+    if args.batch_size is not None:
+        overrides['batch_size'] = args.batch_size
+    if args.frame_stack is not None:
+        overrides['frame_stack'] = args.frame_stack
+    apply_overrides(config, overrides)
+    if 'discrete' in overrides and bool(config.discrete) != dataset.discrete:
+        kind = 'integer (discrete)' if dataset.discrete else 'float (continuous)'
+        raise DatasetError(
+            f'--agent.discrete={config.discrete} but {dataset.path} has {kind} actions of dtype '
+            f'{dataset["actions"].dtype}; drop --agent.discrete (it is set from the data) or convert the actions.'
+        )
+    with config.unlocked():
+        config.discrete = dataset.discrete
+    if dataset.pixels:
+        raise DatasetError(
+            f'{dataset.path} has uint8 (image) observations, but agent {config.agent_name!r} has no image encoder '
+            f'in this version; use state observations.'
+        )
+    return config
+
+
+def check_val_matches(train: Dataset, val: Dataset):
+    if val.observation_shape != train.observation_shape or val['actions'].shape[1:] != train['actions'].shape[1:]:
+        raise DatasetError(
+            f'validation dataset {val.path} has observations {val.observation_shape} / actions '
+            f'{val["actions"].shape[1:]} but the training dataset has {train.observation_shape} / '
+            f'{train["actions"].shape[1:]}; pass the matching --val_dataset_path.'
+        )
+
+
+def make_plan(start: int, total: int, boundaries, group: int):
+    """Segments (start, n) covering [start, total) that end on every multiple of each boundary
+    interval and are at most `group` long."""
+    plan, step = [], start
+    while step < total:
+        end = min(total, step + group)
+        for interval in boundaries:
+            if interval:
+                end = min(end, (step // interval + 1) * interval)
+        plan.append((step, end - step))
+        step = end
+    return plan
+
+
+def _due(step, interval, total):
+    return step == total or (interval and step % interval == 0)
+
+
+def _prepare_run_dir(args, run_dir, ckpt_dir):
+    has_ckpt = os.path.isdir(ckpt_dir) and any(name.isdigit() for name in os.listdir(ckpt_dir))
+    if has_ckpt and not args.resume:
+        raise TrainingError(
+            f'{run_dir} already holds checkpoints ({ckpt_dir}); pass --resume to continue that run, or choose '
+            f'another --save_dir. Nothing was overwritten.'
+        )
+    if args.resume and not has_ckpt:
+        raise TrainingError(f'--resume given but {ckpt_dir} holds no checkpoint to resume from.')
+    os.makedirs(run_dir, exist_ok=True)
+
+
+def run_offline(args, spec):
+    train, val = resolve_dataset(args)
+    config = build_config(args, spec, train)
+    if val is not None:
+        check_val_matches(train, val)
+    batch_size = int(config.batch_size)
+
+    index_kwargs = dict(steps_per_epoch=args.steps)
+    if args.block_size is not None or args.chunk_size is not None:
+        block = args.block_size or 150
+        index_source = BlockShuffleIndices(
+            train, batch_size, block, args.chunk_size or block * 14, seed=args.seed, shuffle_seed=args.shuffle_seed,
+            frame_stack=config.frame_stack, **index_kwargs,
+        )
+    else:
+        index_source = UniformIndices(train, batch_size, **index_kwargs)
+    total = args.train_steps
+    if args.epochs is not None:
+        by_epochs = args.epochs * index_source.steps_per_epoch
+        if total is not None and total != by_epochs:
+            raise TrainingError(f'--train_steps {total} disagrees with --epochs x steps per epoch = {by_epochs}.')
+        total = by_epochs
+    total = total or DEFAULT_TRAIN_STEPS
+    eval_interval = args.eval_interval or total
+    ckpt_every = args.ckpt_every or eval_interval
+
+    sampler = GoalSampler(train, config)
+    val_sampler = GoalSampler(val, config) if val is not None else None
+    example = make_batch(sampler, UniformIndices(train, 2), args.seed, 0)
+    action_dim = train.action_dim()
+    agent = spec.agent_cls.create(args.seed, example['observations'], example['actions'], config, action_dim)
+
+    run_dir = args.save_dir or os.path.join('runs', f'{args.algorithm}-{args.env_name}-s{args.seed}')
+    ckpt_dir = args.ckpt_dir or os.path.join(run_dir, 'checkpoints')
+    _prepare_run_dir(args, run_dir, ckpt_dir)
+    agent_config = json_safe(config)
+    record = dict(
+        algorithm=args.algorithm, agent=agent_config, env_name=args.env_name, dataset_path=train.path,
+        action_dim=action_dim, observation_shape=list(train.observation_shape), seed=args.seed,
+        flags={k: v for k, v in vars(args).items() if k != 'agent_overrides'},
+    )
+    checkpointer = Checkpointer(ckpt_dir)
+    start = 0
+    if args.resume:
+        agent, meta = checkpointer.restore(agent, expect=dict(algorithm=args.algorithm, agent=agent_config))
+        start = int(meta['step'])
+        print(f'Resumed {run_dir} at step {start}.')
+    with open(os.path.join(run_dir, 'config.json'), 'w') as f:
+        json.dump(record, f, indent=2, default=str)
+    with open(os.path.join(ckpt_dir, 'config.json'), 'w') as f:
+        json.dump(record, f, indent=2, default=str)
+    logger = Logger(run_dir, args.project, os.path.basename(os.path.abspath(run_dir)), record, args.wandb_mode,
+                    resume_step=start if args.resume else None)
+
+    plan = make_plan(start, total, (args.log_interval, eval_interval, ckpt_every), args.updates_per_dispatch)
+
+    def make_segment(seg_start, n):
+        return jax.device_put(stacked_batches(sampler, index_source, args.seed, seg_start, n))
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, initial=start, desc=f'{args.algorithm} {args.env_name}', unit='step',
+               disable=args.no_progress, dynamic_ncols=True)
+    prefetcher = Prefetcher(make_segment, plan)
+    last_eval = None
+    timer_start, timer_steps, train_seconds = time.perf_counter(), 0, 0.0
+    try:
+        for seg_start, n, batches in prefetcher:
+            agent, info = scan_updates(agent, batches)
+            step = seg_start + n
+            timer_steps += n
+            bar.update(n)
+            if _due(step, args.log_interval, total):
+                info = jax.device_get(info)
+                elapsed = time.perf_counter() - timer_start
+                train_seconds += elapsed
+                metrics = {f'training/{k}': v for k, v in info.items()}
+                bad = [k for k, v in metrics.items() if not np.all(np.isfinite(v))]
+                if bad:
+                    raise TrainingError(
+                        f'non-finite {bad[0]} = {metrics[bad[0]]} at step {step}; stopping. The last good checkpoint '
+                        f'in {ckpt_dir} (step {checkpointer.latest_step()}) is intact. Lower --agent.lr or check the data.'
+                    )
+                if val_sampler is not None:
+                    val_batch = make_batch(val_sampler, UniformIndices(val, batch_size), args.seed + 1, step)
+                    _, val_info = agent.total_loss(val_batch, agent.network.params)
+                    metrics.update({f'validation/{k}': v for k, v in jax.device_get(val_info).items()})
+                metrics['training/epoch'] = index_source.epoch_of(step - 1)
+                metrics['time/steps_per_second'] = timer_steps / elapsed
+                metrics['time/train_seconds'] = train_seconds
+                logger.log('train', step, metrics)
+                bar.set_postfix(loss=f"{float(info.get('critic/critic_loss', info.get('critic/contrastive_loss', 0))):.3g}")
+                timer_start, timer_steps = time.perf_counter(), 0
+            if args.eval_episodes > 0 and _due(step, eval_interval, total):
+                from impls.utils.evaluation import evaluate
+
+                t0 = time.perf_counter()
+                result = evaluate(agent, args.env_name, args.eval_episodes, seed=args.seed * 1000 + step,
+                                  temperature=args.eval_temperature, frame_stack=config.frame_stack)
+                last_eval = result
+                logger.log('eval', step, {f'evaluation/{k}': v for k, v in result.items()})
+                tasks = ' '.join(f'{v:.2f}' for k, v in result.items() if k.startswith('task'))
+                bar.write(f'step {step}: success {result["overall_success"]:.3f} (tasks {tasks}) '
+                          f'[{result["seconds"]:.0f}s eval]')
+                timer_start += time.perf_counter() - t0
+            if _due(step, ckpt_every, total):
+                t0 = time.perf_counter()
+                checkpointer.save(step, agent, dict(step=step, algorithm=args.algorithm, agent=agent_config,
+                                                    epoch=index_source.epoch_of(step - 1)))
+                timer_start += time.perf_counter() - t0
+    finally:
+        prefetcher.close()
+        bar.close()
+        logger.close()
+    if last_eval is not None:
+        print(f'Final success rate over {len(last_eval) - 3} tasks x {args.eval_episodes} episodes: '
+              f'{last_eval["overall_success"]:.3f}')
+    print(f'Run saved in {run_dir}')
+    return dict(agent=agent, eval=last_eval, run_dir=run_dir)
+

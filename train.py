@@ -1,0 +1,98 @@
+"""Train any impls agent: `python train.py --algorithm NAME [flags] [--agent.KEY=VALUE ...]`.
+
+With no arguments it runs the quick start: generates a small pointmaze-medium-navigate dataset (no
+network) if none is cached, trains CRL for a CPU-sized budget, evaluates on the env's 5 tasks and
+prints the success rate. Paper-sized settings live in configs/ (`--preset NAME`).
+
+The algorithm is looked up in impls.agents.AGENTS; the loop is chosen by the agent's kind, never by
+its name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from impls.utils.config import ConfigError, load_preset, split_agent_flags
+
+CONFIGS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs')
+
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog='Agent hyperparameters: --agent.KEY=VALUE (see get_config() in impls/agents/<algorithm>.py).',
+    )
+    a = p.add_argument
+    a('--preset', default=None, help='Named preset from configs/ (its values become the defaults below).')
+    a('--algorithm', default='crl', help='Agent name (impls.agents.AGENTS).')
+    a('--env_name', default='pointmaze-medium-navigate-v0', help='OGBench dataset/env name (evaluation env).')
+    a('--dataset_path', default=None, help='OGBench-layout .npz or a directory of .npy files (memory-mapped). '
+      'Default: DATASET_DIR/ENV_NAME.npz, generated locally if missing.')
+    a('--dataset_dir', default='data/quickstart', help='Where generated datasets are cached.')
+    a('--generate_episodes', type=int, default=200, help='Episodes to generate when no dataset is cached.')
+    a('--val_dataset_path', default=None, help='Validation dataset (default: NAME-val.npz beside the dataset).')
+    a('--save_dir', default=None, help='Run directory: train.csv, eval.csv, config.json, checkpoints. '
+      'Default: runs/ALGORITHM-ENV_NAME-sSEED.')
+    a('--ckpt_dir', default=None, help='Checkpoint directory (default: SAVE_DIR/checkpoints).')
+    a('--ckpt_every', type=int, default=None, help='Checkpoint interval in steps (default: eval_interval).')
+    a('--resume', action='store_true', help='Continue the run in SAVE_DIR from its latest checkpoint.')
+    a('--project', default='impls', help='wandb project.')
+    a('--wandb_mode', default=None, choices=['online', 'offline', 'disabled'],
+      help='wandb mode (default: $WANDB_MODE, else offline).')
+    a('--seed', type=int, default=0, help='Seed for parameters, batches and evaluation.')
+    a('--train_steps', type=int, default=None, help='Gradient steps (default 20000, or steps x epochs).')
+    a('--steps', type=int, default=None, help='Steps per epoch (default: one pass over the data).')
+    a('--epochs', type=int, default=None, help='Epochs; train_steps = steps x epochs.')
+    a('--batch_size', type=int, default=None, help='Batch size (sets --agent.batch_size).')
+    a('--frame_stack', type=int, default=None, help='Frames to stack (sets --agent.frame_stack).')
+    a('--block_size', type=int, default=None, help='Block-shuffle loader: consecutive transitions per block.')
+    a('--chunk_size', type=int, default=None, help='Block-shuffle loader: transitions read at a time.')
+    a('--shuffle_seed', type=int, default=None, help='Block-shuffle loader: fixed block order for every epoch.')
+    a('--log_interval', type=int, default=1000, help='Steps between training/validation log rows.')
+    a('--eval_interval', type=int, default=None, help='Steps between evaluations (default: train_steps).')
+    a('--eval_episodes', type=int, default=20, help='Evaluation episodes per task (0 skips evaluation).')
+    a('--eval_temperature', type=float, default=0.0, help='Actor temperature at evaluation (0: mode).')
+    a('--updates_per_dispatch', type=int, default=8, help='Updates fused into one jitted call (lax.scan).')
+    a('--no_progress', action='store_true', help='No progress bar.')
+    return p
+
+
+def parse_args(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    argv, agent_overrides = split_agent_flags(argv)
+    parser = build_parser()
+    known, _ = parser.parse_known_args(argv)
+    preset_agent = {}
+    if known.preset:
+        preset = load_preset(known.preset, CONFIGS_DIR)
+        preset_agent = preset.pop('agent')
+        unknown = [k for k in preset if k not in vars(known)]
+        if unknown:
+            raise ConfigError(f'preset {known.preset!r} sets unknown flags {unknown}.')
+        parser.set_defaults(**preset)
+    args = parser.parse_args(argv)
+    args.agent_overrides = {**preset_agent, **agent_overrides}
+    return args
+
+
+def main(argv=None):
+    from impls.agents import UnknownAlgorithmError, get_agent
+    from impls.data.datasets import DatasetError
+    from impls.utils.checkpoints import CheckpointError
+    from impls.utils.offline_loop import TrainingError, run_offline
+
+    try:
+        args = parse_args(argv)
+        spec = get_agent(args.algorithm)
+        loops = {'offline_gc': run_offline}
+        return loops[spec.kind](args, spec)
+    except (ConfigError, UnknownAlgorithmError, TrainingError, DatasetError, CheckpointError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        raise SystemExit(2)
+
+
+if __name__ == '__main__':
+    main()
