@@ -109,7 +109,7 @@ class GCIQLAgent(flax.struct.PyTreeNode):
         )
         network_def = ModuleDict(modules)
         params = network_def.init(init_rng, **inputs)['params']
-        params['modules_target_critic'] = params['modules_critic']
+        params['modules_target_critic'] = jax.tree.map(jnp.copy, params['modules_critic'])  # no aliasing: update donates
         network = TrainState.create(network_def, params, tx=optax.adam(learning_rate=config['lr']))
         return cls(rng, network=network, config=flax.core.FrozenDict(**config))
 

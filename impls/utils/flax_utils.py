@@ -58,7 +58,7 @@ class TrainState(flax.struct.PyTreeNode):
         updates, new_opt_state = self.tx.update(grads, self.opt_state, self.params)
         new_params = optax.apply_updates(self.params, updates)
         info = dict(info)
-        info['grad/norm'] = optax.global_norm(grads)
+        info['grad/norm'] = optax.tree.norm(grads)
         return self.replace(step=self.step + 1, params=new_params, opt_state=new_opt_state), info
 
 

@@ -1,0 +1,55 @@
+"""Shared fixtures: a tiny hand-readable dataset (observation = [episode id, time step]) and tiny
+agent configs, so tests run in seconds and their expected values can be derived by hand."""
+
+import os
+
+import numpy as np
+import pytest
+
+# Tests run on the CPU with a single device unless a test asks otherwise.
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+os.environ.setdefault('WANDB_MODE', 'disabled')
+
+
+def make_episodes(lengths, action_dim=2, discrete=False, seed=0):
+    """Raw OGBench layout: episode e has lengths[e] rows; observations[row] = [e, t]."""
+    rng = np.random.default_rng(seed)
+    obs, terms = [], []
+    for e, n in enumerate(lengths):
+        for t in range(n):
+            obs.append([e, t])
+            terms.append(t == n - 1)
+    n = len(obs)
+    if discrete:
+        actions = rng.integers(0, 3, size=n).astype(np.int64)
+    else:
+        actions = rng.uniform(-1, 1, size=(n, action_dim)).astype(np.float32)
+    return dict(
+        observations=np.asarray(obs, dtype=np.float32), actions=actions, terminals=np.asarray(terms, dtype=bool)
+    )
+
+
+@pytest.fixture
+def episodes():
+    return make_episodes([5, 8, 3, 10])
+
+
+@pytest.fixture
+def npz_dataset(tmp_path, episodes):
+    path = tmp_path / 'toy-maze-navigate-v0.npz'
+    np.savez(path, **episodes)
+    np.savez(tmp_path / 'toy-maze-navigate-v0-val.npz', **make_episodes([6, 6], seed=1))
+    return str(path)
+
+
+TINY = dict(value_hidden_dims=(16, 16), actor_hidden_dims=(16, 16), batch_size=8)
+
+
+def tiny_config(spec, **overrides):
+    config = spec.get_config()
+    for k, v in {**TINY, **overrides}.items():
+        if k in config:
+            config[k] = v
+    if 'latent_dim' in config:
+        config.latent_dim = overrides.get('latent_dim', 8)
+    return config

@@ -1,0 +1,81 @@
+import numpy as np
+import ogbench.utils
+import pytest
+
+from impls.data.datasets import DatasetError, dataset_from_arrays, load_dataset, write_npy_dir
+from tests.conftest import make_episodes
+
+
+def test_episode_structure_raw_layout(episodes):
+    ds = dataset_from_arrays(**episodes)
+    assert ds.episode_ends.tolist() == [4, 12, 15, 25]
+    assert ds.episode_starts.tolist() == [0, 5, 13, 16]
+    assert ds.last_starts.tolist() == [3, 11, 14, 24]  # the final row of an episode is not a transition start
+    assert ds.num_valid == 26 - 4
+    # The k-th valid row, in order, skips exactly the four episode ends.
+    valid_rows = [r for r in range(26) if r not in (4, 12, 15, 25)]
+    assert ds.valid_to_row(np.arange(ds.num_valid)).tolist() == valid_rows
+    assert ds.is_valid(np.arange(26)).tolist() == [r in valid_rows for r in range(26)]
+    np.testing.assert_array_equal(ds.next_observations(np.array([3, 5])), [[0, 4], [1, 1]])
+
+
+def test_regular_and_compact_forms_match_ogbench_loader(tmp_path, episodes):
+    path = tmp_path / 'raw.npz'
+    np.savez(path, **episodes)
+    regular = ogbench.utils.load_dataset(str(path))
+    ds = dataset_from_arrays(**{k: regular[k] for k in ('observations', 'actions', 'terminals', 'next_observations')})
+    assert ds.regular and ds.num_valid == 22
+    assert ds.final_state_idxs(np.array([0, 4])).tolist() == [3, 10]  # regular rows: 4 + 7 + 2 + 9
+    compact = ogbench.utils.load_dataset(str(path), compact_dataset=True)
+    ds = dataset_from_arrays(**{k: compact[k] for k in ('observations', 'actions', 'terminals', 'valids')})
+    assert ds.episode_ends.tolist() == [4, 12, 15, 25] and ds.num_valid == 22
+
+
+def test_npz_and_memmapped_directory_load_the_same(tmp_path, episodes):
+    np.savez(tmp_path / 'd.npz', **episodes)
+    write_npy_dir(episodes, tmp_path / 'd')
+    a, b = load_dataset(tmp_path / 'd.npz'), load_dataset(tmp_path / 'd')
+    assert isinstance(b['observations'], np.memmap)
+    np.testing.assert_array_equal(a['observations'], b['observations'])
+    assert a.episode_ends.tolist() == b.episode_ends.tolist()
+
+
+def test_uint8_observations_and_integer_actions_load(tmp_path):
+    data = make_episodes([4, 4], discrete=True)
+    data['observations'] = np.zeros((8, 4, 4, 3), np.uint8)
+    np.savez(tmp_path / 'px.npz', **data)
+    ds = load_dataset(tmp_path / 'px.npz')
+    assert ds.pixels and ds.discrete and ds.action_dim() == int(data['actions'].max()) + 1
+
+
+@pytest.mark.parametrize(
+    'mutate, message',
+    [
+        (lambda d: d.pop('terminals'), "no key(s) ['terminals']"),
+        (lambda d: d.update(observations=d['observations'][:, 0]), 'expected (N, obs_dim)'),
+        (lambda d: d.update(observations=d['observations'].astype(np.int32)), 'dtype int32'),
+        (lambda d: d.update(actions=d['actions'][:, 0]), 'continuous actions have shape'),
+        (lambda d: d.update(actions=d['actions'][:-1]), "'actions' has 25 rows"),
+        (lambda d: d.update(actions=d['actions'].astype(str)), 'actions have dtype'),
+        (lambda d: d['observations'].__setitem__((7, 1), np.nan), 'NaN or inf at rows [7]'),
+        (lambda d: d['actions'].__setitem__((3, 0), np.inf), 'actions contains NaN or inf at rows [3]'),
+    ],
+)
+def test_bad_arrays_raise_a_clear_error(tmp_path, episodes, mutate, message):
+    mutate(episodes)
+    np.savez(tmp_path / 'bad.npz', **episodes)
+    with pytest.raises(DatasetError, match=None) as err:
+        load_dataset(tmp_path / 'bad.npz')
+    assert message in str(err.value)
+
+
+def test_missing_file_says_how_to_generate(tmp_path):
+    with pytest.raises(DatasetError, match='python -m impls.data.generate --env_name pointmaze-medium-navigate-v0'):
+        load_dataset(tmp_path / 'pointmaze-medium-navigate-v0.npz')
+
+
+def test_corrupt_file_is_reported(tmp_path):
+    path = tmp_path / 'broken.npz'
+    path.write_bytes(b'PK\x03\x04 this is not a zip archive')
+    with pytest.raises(DatasetError, match='corrupt'):
+        load_dataset(path)

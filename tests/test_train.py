@@ -1,0 +1,156 @@
+"""train.py end to end on a tiny dataset: logging, checkpoints, exact resume after a kill, bad input."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import train
+from impls.utils.checkpoints import Checkpointer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ['--agent.value_hidden_dims=16,16', '--agent.actor_hidden_dims=16,16', '--batch_size=8']
+
+
+def args_for(npz, save_dir, *extra, algorithm='crl'):
+    tiny = TINY + (['--agent.latent_dim=8'] if algorithm == 'crl' else [])
+    return ['--algorithm', algorithm, '--dataset_path', npz, '--save_dir', str(save_dir), '--eval_episodes', '0',
+            '--wandb_mode', 'disabled', '--no_progress', '--log_interval', '10', *tiny, *extra]
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize('algorithm', ['crl', 'gciql'])
+def test_short_run_logs_and_checkpoints(npz_dataset, tmp_path, algorithm):
+    run = tmp_path / 'run'
+    out = train.main(args_for(npz_dataset, run, '--train_steps', '30', '--ckpt_every', '20', algorithm=algorithm))
+    rows = read_csv(run / 'train.csv')
+    assert [r['step'] for r in rows] == ['10', '20', '30']
+    for key in ('training/actor/q_mean', 'training/actor/bc_loss', 'training/actor/q_loss', 'training/actor/mse',
+                'validation/actor/actor_loss', 'training/epoch', 'time/steps_per_second', 'training/grad/norm'):
+        assert key in rows[0], key
+    assert Checkpointer(run / 'checkpoints').latest_step() == 30
+    config = json.loads((run / 'config.json').read_text())
+    assert config['algorithm'] == algorithm and config['agent']['batch_size'] == 8
+    assert int(out['agent'].network.step) == 31  # TrainState counts from 1
+
+
+def test_kill_and_resume_is_exact(npz_dataset, tmp_path):
+    steps = ['--train_steps', '3000', '--ckpt_every', '100', '--log_interval', '100']
+    full, cut = tmp_path / 'full', tmp_path / 'cut'
+    train.main(args_for(npz_dataset, full, *steps))
+    cmd = [sys.executable, os.path.join(ROOT, 'train.py'), *args_for(npz_dataset, cut, *steps)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if os.path.isdir(cut / 'checkpoints') and Checkpointer(cut / 'checkpoints').latest_step():
+            break
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = Checkpointer(cut / 'checkpoints').latest_step()
+    assert killed_at is not None and killed_at < 3000, 'the run finished before it could be killed'
+    # Without --resume an existing run is refused, not overwritten.
+    with pytest.raises(SystemExit):
+        train.main(args_for(npz_dataset, cut, *steps))
+    train.main(args_for(npz_dataset, cut, *steps, '--resume'))
+    a, b = Checkpointer(full / 'checkpoints'), Checkpointer(cut / 'checkpoints')
+    assert a.latest_step() == b.latest_step() == 3000
+    sa, sb = a.manager.restore(3000), b.manager.restore(3000)
+    import jax
+
+    for x, y in zip(jax.tree.leaves(sa['state']), jax.tree.leaves(sb['state'])):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    ra, rb = read_csv(full / 'train.csv'), read_csv(cut / 'train.csv')
+    assert [r['step'] for r in ra] == [r['step'] for r in rb]
+    for x, y in zip(ra, rb):
+        assert {k: v for k, v in x.items() if not k.startswith('time/')} == {
+            k: v for k, v in y.items() if not k.startswith('time/')
+        }
+
+
+def test_incomplete_checkpoint_write_is_ignored(npz_dataset, tmp_path):
+    run = tmp_path / 'run'
+    train.main(args_for(npz_dataset, run, '--train_steps', '20', '--ckpt_every', '10'))
+    # What a kill in the middle of writing step 30 leaves behind: orbax's temporary directory.
+    partial = run / 'checkpoints' / '30.orbax-checkpoint-tmp-1700000000'
+    partial.mkdir()
+    (partial / 'state').mkdir()
+    assert Checkpointer(run / 'checkpoints').latest_step() == 20
+    train.main(args_for(npz_dataset, run, '--train_steps', '40', '--ckpt_every', '10', '--resume'))
+    assert Checkpointer(run / 'checkpoints').latest_step() == 40
+
+
+def _error(capsys, argv):
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(argv)
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_unknown_algorithm(capsys, npz_dataset, tmp_path):
+    err = _error(capsys, args_for(npz_dataset, tmp_path / 'r', algorithm='crll'))
+    assert "unknown --algorithm 'crll'" in err and "Did you mean 'crl'" in err
+
+
+def test_unknown_agent_key(capsys, npz_dataset, tmp_path):
+    err = _error(capsys, args_for(npz_dataset, tmp_path / 'r', '--agent.alhpa=0.3'))
+    assert '--agent.alhpa does not exist' in err and 'alpha' in err
+
+
+def test_agent_value_of_the_wrong_type(capsys, npz_dataset, tmp_path):
+    err = _error(capsys, args_for(npz_dataset, tmp_path / 'r', '--agent.lr=fast'))
+    assert "--agent.lr='fast': expected float" in err
+
+
+def test_missing_dataset(capsys, tmp_path):
+    err = _error(capsys, args_for(str(tmp_path / 'nope.npz'), tmp_path / 'r'))
+    assert 'does not exist' in err
+
+
+def test_nan_in_dataset(capsys, tmp_path, episodes):
+    episodes['observations'][3, 0] = np.nan
+    np.savez(tmp_path / 'nan.npz', **episodes)
+    err = _error(capsys, args_for(str(tmp_path / 'nan.npz'), tmp_path / 'r'))
+    assert 'NaN or inf at rows [3]' in err
+
+
+def test_discrete_flag_that_contradicts_the_data(capsys, npz_dataset, tmp_path):
+    err = _error(capsys, args_for(npz_dataset, tmp_path / 'r', '--agent.discrete=True'))
+    assert 'float (continuous) actions' in err
+
+
+def test_resume_with_another_algorithm_or_config(capsys, npz_dataset, tmp_path):
+    run = tmp_path / 'run'
+    train.main(args_for(npz_dataset, run, '--train_steps', '10'))
+    err = _error(capsys, args_for(npz_dataset, run, '--train_steps', '20', '--resume', algorithm='gciql'))
+    assert "different algorithm (checkpoint 'crl' vs now 'gciql')" in err
+    err = _error(capsys, args_for(npz_dataset, run, '--train_steps', '20', '--resume', '--agent.alpha=0.5'))
+    assert 'alpha: checkpoint 0.1 vs now 0.5' in err
+
+
+def test_resume_without_checkpoint(capsys, npz_dataset, tmp_path):
+    err = _error(capsys, args_for(npz_dataset, tmp_path / 'empty', '--resume'))
+    assert 'holds no checkpoint' in err
+
+
+def test_corrupt_checkpoint_is_reported(capsys, npz_dataset, tmp_path):
+    run = tmp_path / 'run'
+    train.main(args_for(npz_dataset, run, '--train_steps', '10'))
+    state_dir = run / 'checkpoints' / '10' / 'state'
+    for root, _, files in os.walk(state_dir):
+        for name in files:
+            with open(os.path.join(root, name), 'wb') as f:
+                f.write(b'garbage')
+    err = _error(capsys, args_for(npz_dataset, run, '--train_steps', '20', '--resume'))
+    assert 'cannot restore checkpoint' in err and 'delete that step directory' in err
