@@ -26,7 +26,8 @@ def build_parser():
         epilog='Agent hyperparameters: --agent.KEY=VALUE (see get_config() in impls/agents/<algorithm>.py).',
     )
     a = p.add_argument
-    a('--preset', default=None, help='Named preset from configs/ (its values become the defaults below).')
+    a('--preset', default=None, help='Named preset from configs/ (its values become the defaults below). '
+      'With no arguments at all, train.py runs the "quickstart" preset.')
     a('--algorithm', default='crl', help='Agent name (impls.agents.AGENTS).')
     a('--env_name', default='pointmaze-medium-navigate-v0', help='OGBench dataset/env name (evaluation env).')
     a('--dataset_path', default=None, help='OGBench-layout .npz or a directory of .npy files (memory-mapped). '
@@ -56,12 +57,15 @@ def build_parser():
     a('--eval_episodes', type=int, default=20, help='Evaluation episodes per task (0 skips evaluation).')
     a('--eval_temperature', type=float, default=0.0, help='Actor temperature at evaluation (0: mode).')
     a('--updates_per_dispatch', type=int, default=8, help='Updates fused into one jitted call (lax.scan).')
+    a('--random_baseline', action='store_true', help='Also evaluate a uniform random policy at the end.')
     a('--no_progress', action='store_true', help='No progress bar.')
     return p
 
 
 def parse_args(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:
+        argv = ['--preset', 'quickstart']
     argv, agent_overrides = split_agent_flags(argv)
     parser = build_parser()
     known, _ = parser.parse_known_args(argv)

@@ -6,7 +6,7 @@ import dataclasses
 import difflib
 from typing import Callable
 
-from impls.agents import crl, gciql
+from impls.agents import cmd, crl, gciql
 
 
 @dataclasses.dataclass(frozen=True)
@@ -17,6 +17,7 @@ class AgentSpec:
 
 
 AGENTS = {
+    'cmd': AgentSpec(cmd.CMDAgent, cmd.get_config, 'offline_gc'),
     'crl': AgentSpec(crl.CRLAgent, crl.get_config, 'offline_gc'),
     'gciql': AgentSpec(gciql.GCIQLAgent, gciql.get_config, 'offline_gc'),
 }

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from impls.utils.encoders import maybe_augment
 from impls.utils.flax_utils import ModuleDict, TrainState, nonpytree_field
 from impls.utils.losses import actor_loss, binary_nce_loss
 from impls.utils.networks import GCActor, GCBilinearValue
@@ -42,6 +43,9 @@ class CRLAgent(flax.struct.PyTreeNode):
         q, _, _ = self.network.select('critic')(observations, goals, actions, params=params)
         return q.min(axis=0)
 
+    def actor_q_fn(self, batch):
+        return self.critic_values
+
     def value_values(self, observations, goals):
         v, _, _ = self.network.select('value')(observations, goals)
         return v
@@ -62,7 +66,8 @@ class CRLAgent(flax.struct.PyTreeNode):
 
     @jax.jit
     def update(self, batch):
-        new_rng, rng = jax.random.split(self.rng)
+        new_rng, rng, aug_rng = jax.random.split(self.rng, 3)
+        batch = maybe_augment(batch, aug_rng, self.config['p_aug'])
         network, info = self.network.apply_loss_fn(lambda p: self.total_loss(batch, p, rng=rng))
         return self.replace(network=network, rng=new_rng), info
 
@@ -84,12 +89,14 @@ class CRLAgent(flax.struct.PyTreeNode):
             layer_norm=config['layer_norm'],
             num_ensemble=2,
             num_discrete=num_discrete,
+            encoder=config['encoder'],
         )
         actor = GCActor(
             hidden_dims=config['actor_hidden_dims'],
             action_dim=action_dim,
             discrete=config['discrete'],
             const_std=config['const_std'],
+            encoder=config['encoder'],
         )
         modules = dict(critic=critic, actor=actor)
         inputs = dict(critic=(ex_observations, ex_observations, ex_actions), actor=(ex_observations, ex_observations))
@@ -99,6 +106,7 @@ class CRLAgent(flax.struct.PyTreeNode):
                 latent_dim=config['latent_dim'],
                 layer_norm=config['layer_norm'],
                 num_ensemble=1,
+                encoder=config['encoder'],
             )
             inputs['value'] = (ex_observations, ex_observations)
         network_def = ModuleDict(modules)
@@ -123,6 +131,8 @@ def get_config():
             const_std=True,  # Constant actor std (1); the DDPG term then uses the mean action.
             discrete=False,  # Discrete actions; set from the dataset's action dtype.
             frame_stack=ml_collections.config_dict.placeholder(int),  # Frames to stack (None: no stacking).
+            encoder=ml_collections.config_dict.placeholder(str),  # Image encoder (None, 'impala_small', ...).
+            p_aug=0.0,  # Probability of random-crop augmentation of an image batch.
             value_p_curgoal=0.0,  # Value goal: probability of the current state.
             value_p_trajgoal=1.0,  # Value goal: probability of a future state of the same episode.
             value_p_randomgoal=0.0,  # Value goal: probability of a random dataset state.

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from impls.utils.encoders import maybe_augment
 from impls.utils.flax_utils import ModuleDict, TrainState, nonpytree_field, polyak
 from impls.utils.losses import actor_loss, expectile_loss
 from impls.utils.networks import GCActor, GCValue
@@ -51,6 +52,9 @@ class GCIQLAgent(flax.struct.PyTreeNode):
         """min over the ensemble of Q(s, a, g), (B,)."""
         return self.network.select('critic')(observations, goals, actions, params=params).min(axis=0)
 
+    def actor_q_fn(self, batch):
+        return self.critic_values
+
     def value_values(self, observations, goals):
         return self.network.select('value')(observations, goals)
 
@@ -67,7 +71,8 @@ class GCIQLAgent(flax.struct.PyTreeNode):
 
     @jax.jit
     def update(self, batch):
-        new_rng, rng = jax.random.split(self.rng)
+        new_rng, rng, aug_rng = jax.random.split(self.rng, 3)
+        batch = maybe_augment(batch, aug_rng, self.config['p_aug'])
         network, info = self.network.apply_loss_fn(lambda p: self.total_loss(batch, p, rng=rng))
         params = dict(network.params)
         params['modules_target_critic'] = polyak(
@@ -87,10 +92,11 @@ class GCIQLAgent(flax.struct.PyTreeNode):
         num_discrete = action_dim if config['discrete'] else None
 
         def critic():
-            return GCValue(config['value_hidden_dims'], config['layer_norm'], num_ensemble=2, num_discrete=num_discrete)
+            return GCValue(config['value_hidden_dims'], config['layer_norm'], num_ensemble=2, num_discrete=num_discrete,
+                           encoder=config['encoder'])
 
         modules = dict(
-            value=GCValue(config['value_hidden_dims'], config['layer_norm'], num_ensemble=1),
+            value=GCValue(config['value_hidden_dims'], config['layer_norm'], num_ensemble=1, encoder=config['encoder']),
             critic=critic(),
             target_critic=critic(),
             actor=GCActor(
@@ -98,6 +104,7 @@ class GCIQLAgent(flax.struct.PyTreeNode):
                 action_dim=action_dim,
                 discrete=config['discrete'],
                 const_std=config['const_std'],
+                encoder=config['encoder'],
             ),
         )
         q_inputs = (ex_observations, ex_observations, ex_actions)
@@ -131,6 +138,8 @@ def get_config():
             const_std=True,  # Constant actor std (1); the DDPG term then uses the mean action.
             discrete=False,  # Discrete actions; set from the dataset's action dtype.
             frame_stack=ml_collections.config_dict.placeholder(int),  # Frames to stack (None: no stacking).
+            encoder=ml_collections.config_dict.placeholder(str),  # Image encoder (None, 'impala_small', ...).
+            p_aug=0.0,  # Probability of random-crop augmentation of an image batch.
             value_p_curgoal=0.2,  # Value goal: probability of the current state.
             value_p_trajgoal=0.5,  # Value goal: probability of a future state of the same episode.
             value_p_randomgoal=0.3,  # Value goal: probability of a random dataset state.

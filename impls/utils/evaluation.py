@@ -9,6 +9,7 @@ Success of an episode is ``info['success']`` at its last step, as in OGBench.
 from __future__ import annotations
 
 import time
+import warnings
 
 import jax
 import numpy as np
@@ -19,12 +20,29 @@ def make_eval_env(env_name: str):
     import ogbench
 
     try:
-        return ogbench.make_env_and_datasets(env_name, env_only=True)
+        with warnings.catch_warnings():  # MuJoCo probing for a display, gymnasium's float64 bounds notes
+            warnings.filterwarnings('ignore', message='.*DISPLAY.*')
+            warnings.filterwarnings('ignore', message='.*precision lowered.*')
+            return ogbench.make_env_and_datasets(env_name, env_only=True)
     except Exception as e:  # gymnasium raises several error types for unknown ids.
         raise ValueError(
             f'cannot make the evaluation env for --env_name {env_name!r} ({type(e).__name__}: {e}). Use an OGBench '
             f'dataset name such as pointmaze-medium-navigate-v0, or --eval_episodes 0 to skip evaluation.'
         ) from e
+
+
+class RandomPolicy:
+    """Uniform random actions: the baseline a trained agent must clearly beat."""
+
+    def __init__(self, action_dim: int, discrete: bool, seed: int = 0):
+        self.action_dim, self.discrete = action_dim, discrete
+        self.rng = np.random.default_rng(seed)
+
+    def sample_actions(self, observations, goals, seed=None, temperature=1.0):
+        n = len(observations)
+        if self.discrete:
+            return self.rng.integers(0, self.action_dim, size=n)
+        return self.rng.uniform(-1.0, 1.0, size=(n, self.action_dim)).astype(np.float32)
 
 
 def _stack(frames, frame_stack):

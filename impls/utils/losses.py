@@ -22,8 +22,12 @@ def binary_nce_loss(phi, psi):
     """
     if phi.ndim == 2:
         phi, psi = phi[None], psi[None]
-    batch_size = phi.shape[1]
-    logits = jnp.einsum('eik,ejk->ije', phi, psi) / jnp.sqrt(phi.shape[-1])
+    return binary_nce_stats(jnp.einsum('eik,ejk->ije', phi, psi) / jnp.sqrt(phi.shape[-1]))
+
+
+def binary_nce_stats(logits):
+    """Binary NCE loss and statistics from pairwise logits (B, B, E): positives on the diagonal."""
+    batch_size = logits.shape[0]
     labels = jnp.eye(batch_size)[..., None]
     loss = optax.sigmoid_binary_cross_entropy(logits=logits, labels=jnp.broadcast_to(labels, logits.shape)).mean()
     mean_logits = logits.mean(axis=-1)
@@ -41,8 +45,8 @@ def binary_nce_loss(phi, psi):
 def actor_loss(agent, batch, grad_params, rng):
     """Goal-conditioned actor loss, AWR or DDPG+BC (OGBench's definitions).
 
-    Needs `agent.critic_values(obs, goals, actions) -> (B,)` (min over the ensemble, current params)
-    and, for AWR, `agent.value_values(obs, goals) -> (B,)`.
+    Needs `agent.actor_q_fn(batch)`, a function (obs, goals, actions) -> Q (B,) (min over the ensemble,
+    current params), and, for AWR, `agent.value_values(obs, goals) -> (B,)`.
 
     DDPG+BC: L = -mean(Q(s, a_pi, g)) / stop_grad(mean |Q|) - alpha * mean(log pi(a_data | s, g)), with
       a_pi the clipped mean action (const_std) or a sample; for discrete actions the first term uses
@@ -52,6 +56,7 @@ def actor_loss(agent, batch, grad_params, rng):
     config = agent.config
     obs, goals, actions = batch['observations'], batch['actor_goals'], batch['actions']
     dist = agent.network.select('actor')(obs, goals, params=grad_params)
+    q_fn = agent.actor_q_fn(batch)
     log_prob = dist.log_prob(actions)
     info = {'bc_log_prob': log_prob.mean()}
     if config['discrete']:
@@ -63,7 +68,7 @@ def actor_loss(agent, batch, grad_params, rng):
 
     if config['actor_loss'] == 'awr':
         v = agent.value_values(obs, goals)
-        q = agent.critic_values(obs, goals, actions)
+        q = q_fn(obs, goals, actions)
         adv = q - v
         weights = jnp.minimum(jnp.exp(adv * config['alpha']), 100.0)
         loss = -(weights * log_prob).mean()
@@ -76,14 +81,11 @@ def actor_loss(agent, batch, grad_params, rng):
         num_actions = dist.logits.shape[-1]
         all_actions = jnp.broadcast_to(jnp.arange(num_actions), (obs.shape[0], num_actions))
 
-        def q_of(a):
-            return agent.critic_values(obs, goals, a)
-
-        q_all = jax.vmap(q_of, in_axes=1, out_axes=1)(all_actions)  # (B, A)
+        q_all = jax.vmap(lambda a: q_fn(obs, goals, a), in_axes=1, out_axes=1)(all_actions)  # (B, A)
         q = jnp.sum(dist.probs * q_all, axis=-1)
     else:
         q_actions = dist.mode() if config['const_std'] else dist.sample(seed=rng)
-        q = agent.critic_values(obs, goals, jnp.clip(q_actions, -1, 1))
+        q = q_fn(obs, goals, jnp.clip(q_actions, -1, 1))
     q_loss = -q.mean() / jax.lax.stop_gradient(jnp.abs(q).mean() + 1e-6)
     bc_loss = -(config['alpha'] * log_prob).mean()
     loss = q_loss + bc_loss

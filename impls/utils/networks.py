@@ -46,6 +46,18 @@ class MLP(nn.Module):
         return x
 
 
+def _encoder(name):
+    from impls.utils.encoders import make_encoder  # late import: encoders build on MLP
+
+    return make_encoder(name)
+
+
+def early_fusion(observations, goals, encoder: Optional[str]):
+    """[s, g] concatenated on the last axis (channels for images), through the image encoder if any."""
+    inputs = observations if goals is None else jnp.concatenate([observations, goals], axis=-1)
+    return inputs if encoder is None else _encoder(encoder)(inputs)
+
+
 def one_hot_actions(actions, action_dim: Optional[int]):
     """Discrete actions (B,) int -> (B, A) one-hot; continuous actions pass through."""
     if action_dim is None:
@@ -64,10 +76,11 @@ class GCActor(nn.Module):
     log_std_min: float = -5.0
     log_std_max: float = 2.0
     final_fc_init_scale: float = 1e-2
+    encoder: Optional[str] = None
 
     @nn.compact
     def __call__(self, observations, goals=None, temperature=1.0):
-        inputs = observations if goals is None else jnp.concatenate([observations, goals], axis=-1)
+        inputs = early_fusion(observations, goals, self.encoder)
         h = MLP(self.hidden_dims, activate_final=True)(inputs)
         head = nn.Dense(self.action_dim, kernel_init=default_init(self.final_fc_init_scale))(h)
         if self.discrete:
@@ -87,12 +100,11 @@ class GCValue(nn.Module):
     layer_norm: bool = True
     num_ensemble: int = 1
     num_discrete: Optional[int] = None
+    encoder: Optional[str] = None
 
     @nn.compact
     def __call__(self, observations, goals=None, actions=None):
-        inputs = [observations]
-        if goals is not None:
-            inputs.append(goals)
+        inputs = [early_fusion(observations, goals, self.encoder)]
         if actions is not None:
             inputs.append(one_hot_actions(actions, self.num_discrete))
         mlp = MLP if self.num_ensemble == 1 else ensemblize(MLP, self.num_ensemble)
@@ -108,9 +120,13 @@ class GCBilinearValue(nn.Module):
     layer_norm: bool = True
     num_ensemble: int = 2
     num_discrete: Optional[int] = None
+    encoder: Optional[str] = None
 
     @nn.compact
     def __call__(self, observations, goals, actions=None):
+        if self.encoder is not None:  # separate state and goal encoders, shared by the ensemble
+            observations = _encoder(self.encoder)(observations)
+            goals = _encoder(self.encoder)(goals)
         mlp = MLP if self.num_ensemble == 1 else ensemblize(MLP, self.num_ensemble)
         phi_in = observations if actions is None else jnp.concatenate(
             [observations, one_hot_actions(actions, self.num_discrete)], axis=-1

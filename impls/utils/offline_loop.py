@@ -227,6 +227,13 @@ def run_offline(args, spec):
     if last_eval is not None:
         print(f'Final success rate over {len(last_eval) - 3} tasks x {args.eval_episodes} episodes: '
               f'{last_eval["overall_success"]:.3f}')
+        if args.random_baseline:
+            from impls.utils.evaluation import RandomPolicy, evaluate
+
+            baseline = evaluate(RandomPolicy(action_dim, bool(config.discrete), args.seed), args.env_name,
+                                args.eval_episodes, seed=args.seed * 1000 + total)
+            print(f'Uniform random policy on the same tasks and episodes:  {baseline["overall_success"]:.3f}')
+            last_eval = dict(last_eval, random_baseline_success=baseline['overall_success'])
     print(f'Run saved in {run_dir}')
     return dict(agent=agent, eval=last_eval, run_dir=run_dir)
 
