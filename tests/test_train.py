@@ -154,3 +154,49 @@ def test_corrupt_checkpoint_is_reported(capsys, npz_dataset, tmp_path):
                 f.write(b'garbage')
     err = _error(capsys, args_for(npz_dataset, run, '--train_steps', '20', '--resume'))
     assert 'cannot restore checkpoint' in err and 'delete that step directory' in err
+
+
+def test_image_dataset_needs_an_image_encoder_and_the_reverse(capsys, tmp_path, episodes):
+    pixels = dict(episodes, observations=np.zeros((len(episodes['terminals']), 8, 8, 3), np.uint8))
+    np.savez(tmp_path / 'px.npz', **pixels)
+    err = _error(capsys, args_for(str(tmp_path / 'px.npz'), tmp_path / 'r'))
+    assert '--agent.encoder=impala_small' in err
+    np.savez(tmp_path / 'st.npz', **episodes)
+    err = _error(capsys, args_for(str(tmp_path / 'st.npz'), tmp_path / 'r2', '--agent.encoder=impala_small'))
+    assert 'drop --agent.encoder' in err
+
+
+def test_dataset_that_does_not_fit_the_eval_env(capsys, npz_dataset, tmp_path):
+    argv = args_for(npz_dataset, tmp_path / 'r', '--env_name', 'cube-single-play-v0')
+    argv[argv.index('--eval_episodes') + 1] = '1'
+    err = _error(capsys, argv)
+    assert 'observations (and goals) of shape (28,)' in err
+
+
+def test_frame_stack_on_a_dataset_with_next_observations(capsys, tmp_path, episodes):
+    np.savez(tmp_path / 'reg.npz', **episodes, next_observations=episodes['observations'] + 1)
+    err = _error(capsys, args_for(str(tmp_path / 'reg.npz'), tmp_path / 'r', '--frame_stack', '4'))
+    assert 'needs a compact dataset' in err
+
+
+@pytest.mark.parametrize('algorithm', ['crl', 'gciql', 'cmd'])
+def test_pixels_discrete_frame_stack_through_the_block_shuffle_loader(tmp_path, algorithm):
+    """The user's driving setting in miniature: uint8 frames, discrete actions, 2 stacked frames,
+    random crops, blocks of consecutive transitions read a chunk at a time."""
+    from tests.conftest import make_episodes
+
+    data = make_episodes([12, 9, 15], discrete=True)
+    rng = np.random.default_rng(0)
+    data['observations'] = rng.integers(0, 255, size=(36, 16, 16, 3), dtype=np.uint8)
+    np.savez(tmp_path / 'px.npz', **data)
+    argv = args_for(str(tmp_path / 'px.npz'), tmp_path / 'run', '--train_steps', '8', '--frame_stack', '2',
+                    '--block_size', '4', '--chunk_size', '8', '--steps', '4', '--epochs', '2',
+                    '--agent.encoder=impala_debug', '--agent.p_aug=0.5', algorithm=algorithm)
+    argv[argv.index('--log_interval') + 1] = '4'
+    if algorithm == 'cmd':
+        argv.append('--agent.mrn_components=2')
+    out = train.main(argv)
+    rows = read_csv(tmp_path / 'run' / 'train.csv')
+    assert [r['training/epoch'] for r in rows] == ['0', '1']
+    assert 'training/actor/accuracy' in rows[0] and np.isfinite(float(rows[-1]['training/actor/actor_loss']))
+    assert out['agent'].network.params['modules_actor']['ImpalaEncoder_0'] is not None

@@ -6,6 +6,8 @@ import dataclasses
 import difflib
 from typing import Callable
 
+from impls.utils.checkpoints import CheckpointError
+
 from impls.agents import cmd, crl, gciql
 
 
@@ -34,3 +36,56 @@ def get_agent(name: str) -> AgentSpec:
         hint = f' Did you mean {close[0]!r}?' if close else ''
         raise UnknownAlgorithmError(f'unknown --algorithm {name!r}; available: {", ".join(sorted(AGENTS))}.{hint}')
     return AGENTS[key]
+
+
+def resolve_checkpoint(path: str):
+    """A run directory, its checkpoint directory, or one step directory -> (checkpoint dir, step or None)."""
+    import os
+
+    path = os.path.abspath(path)
+    if not os.path.exists(path):
+        raise CheckpointError(f'checkpoint path {path} does not exist.')
+    if os.path.isdir(os.path.join(path, 'checkpoints')):
+        return os.path.join(path, 'checkpoints'), None
+    if os.path.basename(path).isdigit():
+        return os.path.dirname(path), int(os.path.basename(path))
+    return path, None
+
+
+def load_agent(path: str, algorithm: str | None = None):
+    """Restore an agent from a checkpoint written by train.py, using the config saved beside it.
+
+    Returns (agent, record, step); record is the saved config.json (algorithm, agent config, dataset, ...)."""
+    import json
+    import os
+
+    import numpy as np
+
+    from impls.utils.checkpoints import Checkpointer
+
+    ckpt_dir, step = resolve_checkpoint(path)
+    record_path = os.path.join(ckpt_dir, 'config.json')
+    if not os.path.exists(record_path):
+        raise CheckpointError(
+            f'{ckpt_dir} has no config.json beside its checkpoints, so the agent cannot be rebuilt. Point at a run '
+            f'directory written by train.py (its checkpoints/ hold config.json).'
+        )
+    with open(record_path) as f:
+        record = json.load(f)
+    if algorithm is not None and algorithm.lower() != record['algorithm']:
+        raise CheckpointError(
+            f'--algorithm {algorithm} but the checkpoint in {ckpt_dir} was trained with {record["algorithm"]!r}.'
+        )
+    spec = get_agent(record['algorithm'])
+    config = spec.get_config()
+    with config.unlocked():
+        config.update({k: tuple(v) if isinstance(v, list) else v for k, v in record['agent'].items()})
+    discrete = bool(config.discrete)
+    ex_obs = np.zeros((2, *record['input_shape']), dtype=record['input_dtype'])
+    ex_actions = np.zeros((2,), np.int32) if discrete else np.zeros((2, record['action_dim']), np.float32)
+    template = spec.agent_cls.create(0, ex_obs, ex_actions, config, record['action_dim'])
+    checkpointer = Checkpointer(ckpt_dir)
+    if checkpointer.latest_step() is None:
+        raise CheckpointError(f'no checkpoint in {ckpt_dir}.')
+    agent, meta = checkpointer.restore(template, step=step, expect=dict(algorithm=record['algorithm']))
+    return agent, record, int(meta['step'])

@@ -58,9 +58,13 @@ def evaluate(
     frame_stack: int | None = None,
     task_ids=None,
     progress: bool = False,
+    shuffle_goals: bool = False,
 ):
     """Run episodes_per_task episodes on each task; returns {'overall_success', 'task{i}_success',
-    'episode_length', 'seconds'} (success rates in [0, 1])."""
+    'episode_length', 'seconds'} (success rates in [0, 1]).
+
+    shuffle_goals: give each episode the goal of the next task instead of its own (success is still
+    judged on its own task): a policy that ignores its goal scores the same either way."""
     probe = make_eval_env(env_name)
     task_infos = probe.unwrapped.task_infos if hasattr(probe.unwrapped, 'task_infos') else [None] * 5
     task_ids = list(task_ids or range(1, len(task_infos) + 1))
@@ -76,6 +80,12 @@ def evaluate(
         goal = np.asarray(info['goal'], dtype=ob.dtype)
         goals.append(np.concatenate([goal] * frame_stack, axis=-1) if frame_stack else goal)
     goals = np.stack(goals)
+    if goals.shape[1:] != obs_frames[0][-1].shape[:-1] + (obs_frames[0][-1].shape[-1] * (frame_stack or 1),):
+        raise ValueError(f'{env_name}: goals have shape {goals.shape[1:]} but observations {obs_frames[0][-1].shape}.')
+    if shuffle_goals:
+        if len(task_ids) < 2:
+            raise ValueError('shuffle_goals needs at least 2 tasks.')
+        goals = np.roll(goals, -episodes_per_task, axis=0)
     n = len(envs)
     active = np.ones(n, dtype=bool)
     success = np.zeros(n, dtype=bool)

@@ -63,12 +63,40 @@ def build_config(args, spec, dataset: Dataset):
         )
     with config.unlocked():
         config.discrete = dataset.discrete
-    if dataset.pixels:
+    encoder = config.get('encoder')
+    if dataset.pixels and encoder is None:
         raise DatasetError(
-            f'{dataset.path} has uint8 (image) observations, but agent {config.agent_name!r} has no image encoder '
-            f'in this version; use state observations.'
+            f'{dataset.path} has uint8 image observations {dataset.observation_shape} but the agent has no image '
+            f'encoder; add --agent.encoder=impala_small.'
+        )
+    if not dataset.pixels and encoder is not None:
+        raise DatasetError(
+            f'--agent.encoder={encoder} expects uint8 images but {dataset.path} has {dataset["observations"].dtype} '
+            f'state observations {dataset.observation_shape}; drop --agent.encoder.'
         )
     return config
+
+
+def check_env_matches(env_name: str, dataset: Dataset):
+    """The evaluation env must take the dataset's observations (and goals) and actions."""
+    import gymnasium
+
+    from impls.utils.evaluation import make_eval_env
+
+    env = make_eval_env(env_name)
+    obs_shape = tuple(env.observation_space.shape)
+    if obs_shape != dataset.observation_shape:
+        raise DatasetError(
+            f'--env_name {env_name} has observations (and goals) of shape {obs_shape} but {dataset.path} has '
+            f'{dataset.observation_shape}; use the dataset of that environment, or --eval_episodes 0.'
+        )
+    env_discrete = isinstance(env.action_space, gymnasium.spaces.Discrete)
+    if env_discrete != dataset.discrete:
+        raise DatasetError(
+            f'--env_name {env_name} has a {type(env.action_space).__name__} action space but {dataset.path} has '
+            f'{dataset["actions"].dtype} actions; discrete actions must be integers, continuous ones floats.'
+        )
+    env.close()
 
 
 def check_val_matches(train: Dataset, val: Dataset):
@@ -115,6 +143,8 @@ def run_offline(args, spec):
     config = build_config(args, spec, train)
     if val is not None:
         check_val_matches(train, val)
+    if args.eval_episodes > 0:
+        check_env_matches(args.env_name, train)
     batch_size = int(config.batch_size)
 
     index_kwargs = dict(steps_per_epoch=args.steps)
@@ -149,6 +179,7 @@ def run_offline(args, spec):
     record = dict(
         algorithm=args.algorithm, agent=agent_config, env_name=args.env_name, dataset_path=train.path,
         action_dim=action_dim, observation_shape=list(train.observation_shape), seed=args.seed,
+        input_shape=list(example['observations'].shape[1:]), input_dtype=str(example['observations'].dtype),
         flags={k: v for k, v in vars(args).items() if k != 'agent_overrides'},
     )
     checkpointer = Checkpointer(ckpt_dir)
