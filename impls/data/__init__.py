@@ -1,0 +1,1 @@
+"""The shared dataset layer: OGBench-layout datasets, goal sampling, loaders, generation."""

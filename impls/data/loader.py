@@ -1,0 +1,189 @@
+"""Batch streams for offline training: i.i.d. sampling and the streaming block-shuffle loader.
+
+Every batch is a pure function of ``(seed, step)``: batch t is built from a generator seeded with
+``[seed, t]`` and, for the block-shuffle loader, from the block order of t's epoch. So a resumed run
+sees exactly the batches it would have seen, prefetching cannot change the order, and there is no
+loader state to checkpoint beyond the step.
+
+Block-shuffle loader (for datasets that do not fit in RAM, typically memory-mapped):
+  * the rows are split into blocks of ``block_size`` consecutive rows; each epoch permutes the blocks;
+  * the blocks are read ``chunk_size`` rows at a time (``chunk_size // block_size`` blocks); batches are
+    drawn without replacement from the chunk's transitions (a fresh permutation per chunk), about
+    ``chunk_size / batch_size`` batches per chunk;
+  * an epoch is ``steps_per_epoch`` batches (default: one pass over all chunks); if it needs more
+    batches than one pass holds, the next pass uses a new permutation;
+  * ``shuffle_seed`` fixed: every epoch sees the same block and transition order. Not fixed: epoch e
+    reshuffles from ``seed + e``.
+Only the current chunk is held in memory. Goals, next observations and frame stacks are read from
+the (memory-mapped) dataset by row, so they are correct at block and chunk edges.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Iterator, Optional
+
+import numpy as np
+
+from impls.data.datasets import Dataset
+from impls.data.sampler import GoalSampler
+
+
+def step_rng(seed: int, step: int) -> np.random.Generator:
+    """The generator that draws batch `step`: independent of how steps are grouped or resumed."""
+    return np.random.default_rng([seed, step])
+
+
+class UniformIndices:
+    """I.i.d. uniform transition starts (OGBench's sampling). Epochs are nominal: steps_per_epoch steps."""
+
+    def __init__(self, dataset: Dataset, batch_size: int, steps_per_epoch: Optional[int] = None):
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.steps_per_epoch = steps_per_epoch or max(1, dataset.num_valid // batch_size)
+
+    def epoch_of(self, step: int) -> int:
+        return step // self.steps_per_epoch
+
+    def indices(self, step: int, rng: np.random.Generator):
+        return self.dataset.sample_valid(rng, self.batch_size), None
+
+
+class BlockShuffleIndices:
+    """Transition starts from permuted blocks of consecutive rows, a chunk in memory at a time."""
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        block_size: int,
+        chunk_size: int,
+        seed: int,
+        shuffle_seed: Optional[int] = None,
+        steps_per_epoch: Optional[int] = None,
+        frame_stack: Optional[int] = None,
+    ):
+        if block_size < 2:
+            raise ValueError(f'--block_size must be >= 2 (got {block_size}).')
+        if chunk_size < block_size:
+            raise ValueError(f'--chunk_size ({chunk_size}) must be >= --block_size ({block_size}).')
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.block_size = block_size
+        self.blocks_per_chunk = chunk_size // block_size
+        self.seed = seed
+        self.shuffle_seed = shuffle_seed
+        self.num_blocks = -(-dataset.size // block_size)
+        self.num_chunks = -(-self.num_blocks // self.blocks_per_chunk)
+        self.batches_per_chunk = max(1, round(self.blocks_per_chunk * block_size / batch_size))
+        self.steps_per_epoch = steps_per_epoch or self.num_chunks * self.batches_per_chunk
+        self.frame_stack = frame_stack
+        self._cache_key = None
+        self._cache = None
+
+    def epoch_of(self, step: int) -> int:
+        return step // self.steps_per_epoch
+
+    def _order_seed(self, epoch: int):
+        return [self.shuffle_seed] if self.shuffle_seed is not None else [self.seed + epoch]
+
+    def block_order(self, epoch: int, pass_idx: int = 0):
+        """The permutation of blocks used in a pass of an epoch."""
+        return np.random.default_rng(self._order_seed(epoch) + [pass_idx]).permutation(self.num_blocks)
+
+    def locate(self, step: int):
+        """(epoch, pass, chunk, batch-in-chunk) of a step."""
+        epoch, s = divmod(step, self.steps_per_epoch)
+        chunk, j = divmod(s, self.batches_per_chunk)
+        pass_idx, chunk = divmod(chunk, self.num_chunks)
+        return epoch, pass_idx, chunk, j
+
+    def _load_chunk(self, epoch: int, pass_idx: int, chunk: int):
+        """Rows of the chunk's blocks (read block by block, sequentially) and their valid starts."""
+        order = self.block_order(epoch, pass_idx)
+        blocks = np.sort(order[chunk * self.blocks_per_chunk : (chunk + 1) * self.blocks_per_chunk])
+        ranges = [(b * self.block_size, min((b + 1) * self.block_size, self.dataset.size)) for b in blocks]
+        rows = np.concatenate([np.arange(a, b) for a, b in ranges])
+        valid = self.dataset.is_valid(rows)
+        obs = self.dataset['observations']
+        data = {
+            'actions': np.concatenate([self.dataset['actions'][a:b] for a, b in ranges]),
+        }
+        if self.frame_stack is None:
+            data['observations'] = np.concatenate([obs[a:b] for a, b in ranges])
+        positions = np.flatnonzero(valid)
+        if len(positions) == 0:  # A chunk made only of episode ends; fall back to its rows' neighbours.
+            positions = np.arange(len(rows) - 1)
+        perm_rng = np.random.default_rng(self._order_seed(epoch) + [pass_idx, chunk, 1])
+        return rows, data, positions[perm_rng.permutation(len(positions))]
+
+    def indices(self, step: int, rng: np.random.Generator):
+        epoch, pass_idx, chunk, j = self.locate(step)
+        key = (epoch if self.shuffle_seed is None else 0, pass_idx, chunk)
+        if key != self._cache_key:
+            self._cache = self._load_chunk(epoch, pass_idx, chunk)
+            self._cache_key = key
+        rows, data, perm = self._cache
+        take = np.resize(np.roll(perm, -((j * self.batch_size) % len(perm))), self.batch_size)
+        held = {k: v[take] for k, v in data.items()}
+        return rows[take], held
+
+
+def make_batch(sampler: GoalSampler, index_source, seed: int, step: int):
+    rng = step_rng(seed, step)
+    idxs, held = index_source.indices(step, rng)
+    held = held or {}
+    batch = sampler.sample(rng, idxs, observations=held.get('observations'), actions=held.get('actions'))
+    for k, v in batch.items():
+        if v.dtype == np.float64:
+            batch[k] = v.astype(np.float32)
+    return batch
+
+
+def stacked_batches(sampler: GoalSampler, index_source, seed: int, start: int, n: int):
+    """Batches for steps [start, start + n), stacked on a leading axis (n, B, ...)."""
+    batches = [make_batch(sampler, index_source, seed, t) for t in range(start, start + n)]
+    return {k: np.stack([b[k] for b in batches]) for k in batches[0]}
+
+
+class Prefetcher:
+    """Builds the stacked batches of a fixed plan of (start, n) segments in a background thread,
+    `depth` segments ahead, so the next batches are ready while the current ones train.
+
+    numpy releases the GIL in its gathers, so on two cores the sampler overlaps with XLA's update.
+    """
+
+    def __init__(self, make_segment, plan, depth: int = 2):
+        self._make = make_segment
+        self._plan = list(plan)
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name='impls-prefetch')
+        self._thread.start()
+
+    def _run(self):
+        try:
+            for start, n in self._plan:
+                item = (start, n, self._make(start, n))
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if self._stop.is_set():
+                    return
+        except BaseException as e:  # Surface loader errors in the training thread.
+            self._queue.put(e)
+
+    def __iter__(self) -> Iterator:
+        for _ in self._plan:
+            item = self._queue.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(timeout=5)
