@@ -38,9 +38,11 @@ def build_parser():
     a('--save_dir', default=None, help='Run directory: train.csv, eval.csv, config.json, checkpoints. '
       'Default: runs/ALGORITHM-ENV_NAME-sSEED.')
     a('--ckpt_dir', default=None, help='Checkpoint directory (default: SAVE_DIR/checkpoints).')
-    a('--ckpt_every', type=int, default=None, help='Checkpoint interval in steps (default: eval_interval).')
+    a('--ckpt_every', '--save_interval', type=int, default=None,
+      help='Checkpoint interval in steps (default: eval_interval). --save_interval is OGBench\'s name for it.')
     a('--resume', action='store_true', help='Continue the run in SAVE_DIR from its latest checkpoint.')
     a('--project', default='impls', help='wandb project.')
+    a('--run_group', default=None, help='wandb group (OGBench\'s flag).')
     a('--wandb_mode', default=None, choices=['online', 'offline', 'disabled'],
       help='wandb mode (default: $WANDB_MODE, else offline).')
     a('--seed', type=int, default=0, help='Seed for parameters, batches and evaluation.')

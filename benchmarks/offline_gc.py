@@ -6,6 +6,8 @@
 
 Runs train.py once per (algorithm, seed), sequentially, and writes the final success over the env's
 5 tasks (x --eval_episodes episodes each) per seed, with the mean and standard deviation over seeds.
+Variants of one algorithm: --variants "cmd=cmd" "cmd_roll=cmd --agent.goal_action=roll" (LABEL=ALGORITHM
+FLAGS...) instead of --algorithms.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import argparse
 import csv
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -28,6 +31,7 @@ def main():
     parser.add_argument('--env_name', required=True)
     parser.add_argument('--dataset_path', required=True)
     parser.add_argument('--algorithms', default='crl,gciql')
+    parser.add_argument('--variants', nargs='*', default=None, help='LABEL=ALGORITHM [train.py flags]')
     parser.add_argument('--seeds', default='0,1,2')
     parser.add_argument('--preset', default='cpu_budget')
     parser.add_argument('--alpha', default='', help='Per-algorithm alpha, e.g. crl=0.03,gciql=0.003.')
@@ -35,15 +39,23 @@ def main():
     parser.add_argument('--out', required=True)
     parser.add_argument('extra', nargs='*', help='Further train.py flags (after --).')
     args = parser.parse_args()
-    alphas = dict(item.split('=') for item in args.alpha.split(',') if item)
+    alphas = dict(item.split('=') for item in args.alpha.split(',') if item)  # by algorithm
+    if args.variants:
+        variants = []
+        for item in args.variants:
+            label, rest = item.split('=', 1)
+            words = shlex.split(rest)
+            variants.append((label, words[0], words[1:]))
+    else:
+        variants = [(a, a, []) for a in args.algorithms.split(',')]
     results = {}
-    for algorithm in args.algorithms.split(','):
+    for label, algorithm, flags in variants:
         per_seed = []
         for seed in map(int, args.seeds.split(',')):
-            run_dir = os.path.join(args.runs_dir, f'{args.env_name}-{algorithm}-s{seed}')
+            run_dir = os.path.join(args.runs_dir, f'{args.env_name}-{label}-s{seed}')
             cmd = [sys.executable, os.path.join(ROOT, 'train.py'), '--preset', args.preset, '--algorithm', algorithm,
                    '--env_name', args.env_name, '--dataset_path', args.dataset_path, '--seed', str(seed),
-                   '--save_dir', run_dir, '--wandb_mode', 'disabled', '--no_progress', *args.extra]
+                   '--save_dir', run_dir, '--wandb_mode', 'disabled', '--no_progress', *flags, *args.extra]
             if algorithm in alphas:
                 cmd.append(f'--agent.alpha={alphas[algorithm]}')
             if os.path.isdir(os.path.join(run_dir, 'checkpoints')):
@@ -59,9 +71,10 @@ def main():
                 curve=[(int(r['step']), float(r['evaluation/overall_success'])) for r in rows],
                 minutes=(time.time() - start) / 60,
             ))
-            print(algorithm, per_seed[-1], flush=True)
+            print(label, per_seed[-1], flush=True)
         success = np.array([r['success'] for r in per_seed])
-        results[algorithm] = dict(mean=float(success.mean()), std=float(success.std()), seeds=per_seed)
+        results[label] = dict(algorithm=algorithm, flags=flags, mean=float(success.mean()), std=float(success.std()),
+                              seeds=per_seed)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, 'w') as f:
         json.dump(dict(env_name=args.env_name, dataset_path=args.dataset_path, preset=args.preset,

@@ -200,3 +200,26 @@ def test_pixels_discrete_frame_stack_through_the_block_shuffle_loader(tmp_path, 
     assert [r['training/epoch'] for r in rows] == ['0', '1']
     assert 'training/actor/accuracy' in rows[0] and np.isfinite(float(rows[-1]['training/actor/actor_loss']))
     assert out['agent'].network.params['modules_actor']['ImpalaEncoder_0'] is not None
+
+
+def test_wandb_offline_needs_no_network_or_key(npz_dataset, tmp_path, monkeypatch):
+    monkeypatch.delenv('WANDB_MODE', raising=False)
+    monkeypatch.delenv('WANDB_API_KEY', raising=False)
+    run = tmp_path / 'run'
+    argv = args_for(npz_dataset, run, '--train_steps', '10')
+    argv.remove('--wandb_mode')
+    argv.remove('disabled')
+    train.main(argv)  # no --wandb_mode and no WANDB_MODE: offline by default
+    offline_runs = list((run / 'wandb').glob('offline-run-*'))
+    assert len(offline_runs) == 1 and list(offline_runs[0].glob('*.wandb'))
+
+
+def test_wandb_mode_resolution(monkeypatch):
+    from impls.utils.logging import resolve_wandb_mode
+
+    monkeypatch.setenv('WANDB_MODE', 'disabled')
+    assert resolve_wandb_mode(None) == 'disabled' and resolve_wandb_mode('online') == 'online'
+    monkeypatch.delenv('WANDB_MODE')
+    assert resolve_wandb_mode(None) == 'offline'
+    with pytest.raises(ValueError, match='use one of online, offline, disabled'):
+        resolve_wandb_mode('cloud')

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import os
+import secrets
 from typing import Mapping
 
 import numpy as np
@@ -72,7 +73,7 @@ class Logger:
     """train.csv / eval.csv in the run directory, plus one wandb run."""
 
     def __init__(self, run_dir: str, project: str, run_name: str, config: dict, wandb_mode: str | None = None,
-                 resume_step: int | None = None):
+                 resume_step: int | None = None, group: str | None = None):
         self.csv = {
             'train': CsvLogger(os.path.join(run_dir, 'train.csv'), resume_step),
             'eval': CsvLogger(os.path.join(run_dir, 'eval.csv'), resume_step),
@@ -84,11 +85,11 @@ class Logger:
 
             os.environ.setdefault('WANDB_SILENT', 'true')
             id_file = os.path.join(run_dir, 'wandb_id.txt')
-            run_id = open(id_file).read().strip() if os.path.exists(id_file) else wandb.util.generate_id()
+            run_id = open(id_file).read().strip() if os.path.exists(id_file) else secrets.token_hex(4)
             with open(id_file, 'w') as f:
                 f.write(run_id)
             self.wandb = wandb.init(
-                project=project, name=run_name, id=run_id, dir=run_dir, config=config, mode=self.mode,
+                project=project, name=run_name, id=run_id, dir=run_dir, config=config, mode=self.mode, group=group,
                 resume='allow', settings=wandb.Settings(console='off', x_disable_stats=True),
             )
 

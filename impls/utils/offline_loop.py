@@ -193,7 +193,7 @@ def run_offline(args, spec):
     with open(os.path.join(ckpt_dir, 'config.json'), 'w') as f:
         json.dump(record, f, indent=2, default=str)
     logger = Logger(run_dir, args.project, os.path.basename(os.path.abspath(run_dir)), record, args.wandb_mode,
-                    resume_step=start if args.resume else None)
+                    resume_step=start if args.resume else None, group=args.run_group)
 
     plan = make_plan(start, total, (args.log_interval, eval_interval, ckpt_every), args.updates_per_dispatch)
 
