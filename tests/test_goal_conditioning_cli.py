@@ -1,11 +1,8 @@
 """test_goal_conditioning.py on synthetic data where the right answer is known.
 
-A 1-D line world. In the 'directional' data the agent moves x_{t+1} = x_t + 0.1 a with one action per
-episode (a = +1 or -1), so the action is a function of where the future goal lies. In the
-'goal-independent' data the states are i.i.d. uniform and the recorded action is a function of the
-state alone, a = sin(2x) (it "always drives the same way here, wherever it is going"): the goal carries
-no information about the action, and an agent whose BC weight dominates only imitates; it must be
-flagged as ignoring its goal.
+impls.data.synthetic.line_world: in the 'directional' data the action is a function of where the
+future goal lies; in the goal-independent data it depends on the state alone, and an agent whose BC
+weight dominates only imitates: it must be flagged as ignoring its goal.
 """
 
 import json
@@ -15,24 +12,11 @@ import pytest
 
 import test_goal_conditioning as tgc
 import train
+from impls.data import synthetic
 
 
-def line_world(path, directional, episodes=200, length=30, seed=0):
-    rng = np.random.default_rng(seed)
-    obs, actions, terms = [], [], []
-    for _ in range(episodes):
-        direction = rng.choice([-1.0, 1.0])
-        x = rng.uniform(-5, 5)
-        for t in range(length):
-            if not directional:
-                x = rng.uniform(-3, 3)
-            a = direction if directional else np.sin(2 * x)
-            obs.append([x, 0.0])
-            actions.append([a])
-            terms.append(t == length - 1)
-            x += 0.1 * direction
-    np.savez(path, observations=np.asarray(obs, np.float32), actions=np.asarray(actions, np.float32),
-             terminals=np.asarray(terms))
+def line_world(path, directional, episodes=200):
+    np.savez(path, **synthetic.line_world(directional, episodes))
     return str(path)
 
 
