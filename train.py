@@ -59,6 +59,11 @@ def build_parser():
     a('--eval_episodes', type=int, default=20, help='Evaluation episodes per task (0 skips evaluation).')
     a('--eval_temperature', type=float, default=0.0, help='Actor temperature at evaluation (0: mode).')
     a('--updates_per_dispatch', type=int, default=8, help='Updates fused into one jitted call (lax.scan).')
+    a('--health', nargs='*', default=[], metavar='DETECTOR.FIELD=VALUE',
+      help='Training-health thresholds (see impls/utils/health.py), e.g. value_divergence.growth=20.')
+    a('--health_disable', default='', help='Comma-separated health detectors to switch off.')
+    a('--health_probe_interval', type=int, default=None,
+      help='Steps between goal-sensitivity probes of goal-conditioned agents (default: 5 x log_interval; 0: off).')
     a('--random_baseline', action='store_true', help='Also evaluate a uniform random policy at the end.')
     a('--no_progress', action='store_true', help='No progress bar.')
     return p
@@ -88,6 +93,7 @@ def main(argv=None):
     from impls.agents import UnknownAlgorithmError, get_agent
     from impls.data.datasets import DatasetError
     from impls.utils.checkpoints import CheckpointError
+    from impls.utils.health import HealthConfigError
     from impls.utils.offline_loop import TrainingError, run_offline
 
     try:
@@ -95,7 +101,7 @@ def main(argv=None):
         spec = get_agent(args.algorithm)
         loops = {'offline_gc': run_offline}
         return loops[spec.kind](args, spec)
-    except (ConfigError, UnknownAlgorithmError, TrainingError, DatasetError, CheckpointError) as e:
+    except (ConfigError, UnknownAlgorithmError, TrainingError, DatasetError, CheckpointError, HealthConfigError) as e:
         print(f'error: {e}', file=sys.stderr)
         raise SystemExit(2)
 

@@ -14,6 +14,7 @@ import time
 
 import jax
 import numpy as np
+from tqdm import tqdm
 
 from impls.data.datasets import Dataset, DatasetError, load_dataset, val_path_for
 from impls.data.loader import BlockShuffleIndices, Prefetcher, UniformIndices, make_batch, stacked_batches
@@ -21,6 +22,8 @@ from impls.data.sampler import GoalSampler
 from impls.utils.checkpoints import Checkpointer, json_safe
 from impls.utils.config import apply_overrides
 from impls.utils.flax_utils import scan_updates
+from impls.utils.goal_probe import goal_sensitivity, probe_batch
+from impls.utils.health import HealthMonitor, health_context, parse_health_overrides, read_run_metrics
 from impls.utils.logging import Logger
 
 DEFAULT_TRAIN_STEPS = 20_000
@@ -146,6 +149,9 @@ def run_offline(args, spec):
     if args.eval_episodes > 0:
         check_env_matches(args.env_name, train)
     batch_size = int(config.batch_size)
+    disable = [d for d in args.health_disable.split(',') if d]
+    monitor = HealthMonitor(health_context(json_safe(config)), parse_health_overrides(args.health, disable), disable,
+                            printer=lambda text: tqdm.write(text))
 
     index_kwargs = dict(steps_per_epoch=args.steps)
     if args.block_size is not None or args.chunk_size is not None:
@@ -187,6 +193,7 @@ def run_offline(args, spec):
     if args.resume:
         agent, meta = checkpointer.restore(agent, expect=dict(algorithm=args.algorithm, agent=agent_config))
         start = int(meta['step'])
+        monitor.replay(read_run_metrics(run_dir, until_step=start))
         print(f'Resumed {run_dir} at step {start}.')
     with open(os.path.join(run_dir, 'config.json'), 'w') as f:
         json.dump(record, f, indent=2, default=str)
@@ -196,11 +203,11 @@ def run_offline(args, spec):
                     resume_step=start if args.resume else None, group=args.run_group)
 
     plan = make_plan(start, total, (args.log_interval, eval_interval, ckpt_every), args.updates_per_dispatch)
+    probe_interval = 5 * args.log_interval if args.health_probe_interval is None else args.health_probe_interval
+    probe_data = probe_batch(val_sampler or sampler, val or train, 256, args.seed) if probe_interval else None
 
     def make_segment(seg_start, n):
         return jax.device_put(stacked_batches(sampler, index_source, args.seed, seg_start, n))
-
-    from tqdm import tqdm
 
     bar = tqdm(total=total, initial=start, desc=f'{args.algorithm} {args.env_name}', unit='step',
                disable=args.no_progress, dynamic_ncols=True)
@@ -220,10 +227,15 @@ def run_offline(args, spec):
                 metrics = {f'training/{k}': v for k, v in info.items()}
                 bad = [k for k, v in metrics.items() if not np.all(np.isfinite(v))]
                 if bad:
+                    monitor.observe(step, metrics)
                     raise TrainingError(
                         f'non-finite {bad[0]} = {metrics[bad[0]]} at step {step}; stopping. The last good checkpoint '
                         f'in {ckpt_dir} (step {checkpointer.latest_step()}) is intact. Lower --agent.lr or check the data.'
                     )
+                if probe_data is not None and _due(step, probe_interval, total):
+                    probe = goal_sensitivity(agent, probe_data, num_alt_goals=4, seed=args.seed)
+                    metrics['health/probe/action_sensitivity'] = probe['action_sensitivity']
+                    metrics['health/probe/value_auc'] = probe['value_auc']
                 if val_sampler is not None:
                     val_batch = make_batch(val_sampler, UniformIndices(val, batch_size), args.seed + 1, step)
                     _, val_info = agent.total_loss(val_batch, agent.network.params)
@@ -231,6 +243,7 @@ def run_offline(args, spec):
                 metrics['training/epoch'] = index_source.epoch_of(step - 1)
                 metrics['time/steps_per_second'] = timer_steps / elapsed
                 metrics['time/train_seconds'] = train_seconds
+                metrics.update(monitor.observe(step, metrics))
                 logger.log('train', step, metrics)
                 bar.set_postfix(loss=f"{float(info.get('critic/critic_loss', info.get('critic/contrastive_loss', 0))):.3g}")
                 timer_start, timer_steps = time.perf_counter(), 0
@@ -241,7 +254,9 @@ def run_offline(args, spec):
                 result = evaluate(agent, args.env_name, args.eval_episodes, seed=args.seed * 1000 + step,
                                   temperature=args.eval_temperature, frame_stack=config.frame_stack)
                 last_eval = result
-                logger.log('eval', step, {f'evaluation/{k}': v for k, v in result.items()})
+                eval_metrics = {f'evaluation/{k}': v for k, v in result.items()}
+                eval_metrics.update(monitor.observe(step, eval_metrics))
+                logger.log('eval', step, eval_metrics)
                 tasks = ' '.join(f'{v:.2f}' for k, v in result.items() if k.startswith('task'))
                 bar.write(f'step {step}: success {result["overall_success"]:.3f} (tasks {tasks}) '
                           f'[{result["seconds"]:.0f}s eval]')
@@ -255,6 +270,7 @@ def run_offline(args, spec):
         prefetcher.close()
         bar.close()
         logger.close()
+        monitor.write_report(run_dir)
     if last_eval is not None:
         print(f'Final success rate over {len(last_eval) - 3} tasks x {args.eval_episodes} episodes: '
               f'{last_eval["overall_success"]:.3f}')

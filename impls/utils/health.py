@@ -1,0 +1,620 @@
+"""Training-health monitor: detectors that read the metric stream and name a failure while it happens.
+
+train.py feeds every log row (training/..., validation/..., evaluation/..., time/...) to a HealthMonitor.
+Each detector
+  * returns a `health/<name>` number every log interval (logged like any other metric),
+  * when it fires, prints one plain-language warning -- what it saw (numbers, steps), the likely causes and
+    the knobs that usually fix it -- once per episode of trouble,
+  * is summarised in RUN_DIR/health.json and RUN_DIR/health.md (with PNG plots of the metrics involved) at
+    the end of the run, or on demand: `python -m impls.utils.health RUN_DIR`.
+A detector that raises is reported and disabled; the monitor never stops a run (NaN/inf is reported
+here, and the training loop itself stops on it).
+
+Detectors read only metrics the agents log (plus `context`: discount, reward bound, target tau). Their
+thresholds are fields of their dataclasses, set with `--health NAME.FIELD=VALUE` on train.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import math
+import os
+import sys
+from typing import Optional
+
+import numpy as np
+
+
+@dataclasses.dataclass
+class Alarm:
+    detector: str
+    step: int
+    message: str
+
+
+def _first(metrics, keys):
+    for key in keys:
+        if key in metrics and metrics[key] is not None and np.isfinite(metrics[key]):
+            return key, float(metrics[key])
+    return None, None
+
+
+def _slope_t(x, y):
+    """Least-squares slope of y on x and its t statistic."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if len(x) < 3 or np.ptp(x) == 0:
+        return 0.0, 0.0
+    xc = x - x.mean()
+    slope = np.sum(xc * (y - y.mean())) / np.sum(xc**2)
+    resid = y - y.mean() - slope * xc
+    se = np.sqrt(np.sum(resid**2) / (len(x) - 2) / np.sum(xc**2))
+    return float(slope), float(slope / se) if se > 0 else (math.copysign(np.inf, slope) if slope else 0.0)
+
+
+class Detector:
+    """Base class. Subclasses are dataclasses whose fields are their documented thresholds."""
+
+    name = 'detector'
+    keys: tuple = ()  # metrics the report plots
+
+    def reset_state(self):
+        self.history = []  # (step, metrics) rows seen
+        self.firing = False
+
+    def observe(self, step: int, metrics: dict, context: dict) -> tuple[Optional[float], Optional[str]]:
+        """Return (health value or None, warning text if the detector starts firing now)."""
+        raise NotImplementedError
+
+
+@dataclasses.dataclass
+class ValueDivergence(Detector):
+    """Q/value scale growing by more than `growth` within `window` logs, or leaving the bound
+    `bound_margin` x |r|max / (1 - gamma); and the collapse that often follows (the scale falling by
+    `collapse` x from its peak). health/value_divergence = scale / bound."""
+
+    growth: float = 10.0
+    window: int = 10
+    bound_margin: float = 1.5
+    collapse: float = 10.0
+    min_scale: float = 1.0  # growth below this scale is ignored (values start near 0)
+    name = 'value_divergence'
+
+    def reset_state(self):
+        super().reset_state()
+        self.active = set()
+
+    keys = ('training/critic/q_max', 'training/critic/q_min', 'training/actor/q_mean', 'training/value/v_min',
+            'training/critic/target_max')
+
+    def observe(self, step, metrics, context):
+        scales = [abs(float(metrics[k])) for k in self.keys if k in metrics and np.isfinite(metrics[k])]
+        if not scales:
+            return None, None
+        scale = max(scales)
+        self.history.append((step, scale))
+        bound = context.get('value_bound')
+        recent = [s for _, s in self.history[-self.window - 1 :]]
+        peak_step, peak = max(self.history, key=lambda r: r[1])
+        problems = {}
+        if bound and scale > self.bound_margin * bound:
+            problems['bound'] = f'|Q| reached {scale:.3g}, beyond the bound |r|max/(1-gamma) = {bound:.3g}'
+        low = min(recent)
+        if scale >= self.min_scale and scale > self.growth * max(low, 1e-8) and low > 0:
+            start = self.history[-len(recent)][0]
+            problems['growth'] = f'|Q| grew {scale / low:.1f}x in {step - start} steps ({low:.3g} -> {scale:.3g})'
+        if peak >= self.min_scale and scale < peak / self.collapse and step > peak_step:
+            problems['collapse'] = f'|Q| collapsed from {peak:.3g} (step {peak_step}) to {scale:.3g}'
+        value = scale / bound if bound else scale
+        new = set(problems) - self.active
+        self.active = set(problems)
+        if not new:  # warn once per kind of trouble while it lasts
+            return value, None
+        return value, (
+            f'value divergence at step {step}: ' + '; '.join(problems.values()) + '. Likely causes: learning rate too '
+            'high, target network tracking the online one too closely, long n-step returns, too many updates per '
+            'sample, unclipped rewards. Knobs: lower lr (the user went 3e-3 -> 1e-3), lower tau (0.012 -> 0.005) or '
+            'add a periodic hard target refresh, shorter n-step, gradient clipping, target clamping, reward scaling.'
+        )
+
+
+@dataclasses.dataclass
+class ObjectiveMismatch(Detector):
+    """Training loss improving while evaluation worsens over the last `window` evaluations: both slopes
+    significant (|t| > `t_threshold`) with opposite meaning. health/objective_mismatch = the loss-slope
+    t statistic times the eval-slope t statistic (positive when both fall)."""
+
+    window: int = 5
+    t_threshold: float = 2.0
+    loss_keys: tuple = ('training/critic/critic_loss', 'training/critic/contrastive_loss', 'training/losses/td_loss',
+                        'training/loss')
+    eval_keys: tuple = ('evaluation/overall_success', 'evaluation/episode_return')
+    name = 'objective_mismatch'
+    keys = loss_keys + eval_keys
+
+    def reset_state(self):
+        super().reset_state()
+        self.losses, self.evals = [], []
+
+    def observe(self, step, metrics, context):
+        _, loss = _first(metrics, self.loss_keys)
+        if loss is not None:
+            self.losses.append((step, loss))
+        eval_key, ev = _first(metrics, self.eval_keys)
+        if ev is not None:
+            self.evals.append((step, ev))
+        if len(self.evals) < self.window:
+            return None, None
+        evals = self.evals[-self.window :]
+        start = evals[0][0]
+        losses = [(s, v) for s, v in self.losses if s >= start]
+        if len(losses) < 3:
+            return None, None
+        loss_slope, loss_t = _slope_t(*zip(*losses))
+        ev_slope, ev_t = _slope_t(*zip(*evals))
+        value = loss_t * ev_t
+        mismatch = loss_t < -self.t_threshold and ev_t < -self.t_threshold
+        if not mismatch:
+            self.firing = False
+            return value, None
+        if self.firing:
+            return value, None
+        self.firing = True
+        return value, (
+            f'objective mismatch at step {step}: the training loss fell (slope {loss_slope:.3g}/step, t = {loss_t:.1f}) '
+            f'while {eval_key} fell too (slope {ev_slope:.3g}/step, t = {ev_t:.1f}) over steps {start}-{step}. '
+            'Likely causes: the loss measures fit to targets that have drifted (bootstrapping on a diverging critic), '
+            'overfitting a small or stale dataset, a BC term that improves imitation but not the task. Knobs: check '
+            'value divergence, lower lr, more data or augmentation, lower alpha, early stopping on evaluation.'
+        )
+
+
+@dataclasses.dataclass
+class GoalIgnoring(Detector):
+    """Goal-conditioned agents: the BC term dominating the actor loss (|bc_loss| / |q_loss| above
+    `bc_ratio`), and the periodic goal probe (impls.utils.goal_probe, the measure of
+    test_goal_conditioning.py) finding action sensitivity below `min_sensitivity` after `warmup` steps.
+    health/goal_ignoring = the action sensitivity when probed, else the BC/Q ratio."""
+
+    bc_ratio: float = 10.0
+    min_sensitivity: float = 0.05
+    warmup: int = 5000
+    name = 'goal_ignoring'
+    keys = ('training/actor/bc_loss', 'training/actor/q_loss', 'health/probe/action_sensitivity')
+
+    def observe(self, step, metrics, context):
+        ratio = None
+        if 'training/actor/bc_loss' in metrics and 'training/actor/q_loss' in metrics:
+            ratio = abs(metrics['training/actor/bc_loss']) / max(abs(metrics['training/actor/q_loss']), 1e-8)
+        sensitivity = metrics.get('health/probe/action_sensitivity')
+        if ratio is None and sensitivity is None:
+            return None, None
+        value = sensitivity if sensitivity is not None else ratio
+        if step < self.warmup or sensitivity is None or sensitivity >= self.min_sensitivity:
+            self.firing = False
+            return value, None
+        if self.firing:
+            return value, None
+        self.firing = True
+        detail = f'; the BC term is {ratio:.1f}x the Q term' if ratio is not None else ''
+        return value, (
+            f'goal ignoring at step {step}: swapping the goal moves the policy\'s action by only '
+            f'{sensitivity:.3f} of its variation across states (threshold {self.min_sensitivity}){detail}. The agent '
+            'imitates the data instead of reaching goals ("always drives forward"). Likely causes: BC weight alpha too '
+            'large for this data, data whose actions do not depend on the goal. Knobs: lower --agent.alpha (the user '
+            'ran 1.0; try 0.1-0.3), more goal-reaching data, check with test_goal_conditioning.py.'
+        )
+
+
+@dataclasses.dataclass
+class EpochShock(Detector):
+    """Metric jumps at loader epoch boundaries: the jump of `metric` across a boundary larger than
+    `factor` x the median jump between other consecutive logs, at `min_boundaries` boundaries.
+    health/epoch_shock = the last boundary jump / the median other jump."""
+
+    factor: float = 4.0
+    min_boundaries: int = 2
+    metric: str = 'training/actor/q_mean'
+    name = 'epoch_shock'
+    keys = ('training/actor/q_mean', 'training/epoch')
+
+    def reset_state(self):
+        super().reset_state()
+        self.prev = None
+        self.other_jumps, self.boundary_jumps = [], []
+
+    def observe(self, step, metrics, context):
+        if self.metric not in metrics or 'training/epoch' not in metrics:
+            return None, None
+        value, epoch = float(metrics[self.metric]), int(metrics['training/epoch'])
+        result = None
+        if self.prev is not None:
+            jump = abs(value - self.prev[1])
+            if epoch != self.prev[0]:
+                self.boundary_jumps.append((step, jump))
+            else:
+                self.other_jumps.append(jump)
+        self.prev = (epoch, value)
+        if not self.boundary_jumps or len(self.other_jumps) < 5:
+            return result, None
+        typical = float(np.median(self.other_jumps)) or 1e-8
+        ratios = [j / typical for _, j in self.boundary_jumps]
+        shocks = [(s, r) for (s, _), r in zip(self.boundary_jumps, ratios) if r > self.factor]
+        if len(shocks) < self.min_boundaries or self.firing:
+            return ratios[-1], None
+        self.firing = True
+        listed = ', '.join(f'step {s} ({r:.1f}x)' for s, r in shocks[-5:])
+        return ratios[-1], (
+            f'epoch-boundary shocks: {self.metric} jumps at loader epoch boundaries {listed} the median jump '
+            f'between other logs ({typical:.3g}). Likely causes: the block-shuffle loader changes the data order at '
+            'each epoch while consecutive batches are correlated (blocks of one chunk). Knobs: a fixed --shuffle_seed, '
+            'smaller --block_size or larger --chunk_size, or i.i.d. sampling for data that fits in memory.'
+        )
+
+
+@dataclasses.dataclass
+class GradientTrouble(Detector):
+    """Gradient norm swings (max/min over `window` logs above `swing`), a clipped fraction above
+    `max_clip_fraction`, a loss term whose gradient norm stays below `vanish` for `vanish_logs` logs
+    (any `training/grad/<term>_norm` metric), and NaN/inf in any metric. health/gradient = grad-norm
+    max/min over the window."""
+
+    window: int = 10
+    swing: float = 10.0
+    max_clip_fraction: float = 0.3
+    vanish: float = 1e-8
+    vanish_logs: int = 5
+    name = 'gradient'
+    keys = ('training/grad/norm', 'training/grad/clipped_fraction')
+
+    def reset_state(self):
+        super().reset_state()
+        self.norms = []
+        self.small = {}
+        self.reported = set()
+
+    def _once(self, kind, text):
+        if kind in self.reported:
+            return None
+        self.reported.add(kind)
+        return text
+
+    def observe(self, step, metrics, context):
+        bad = [k for k, v in metrics.items() if isinstance(v, (int, float)) and not np.isfinite(v)]
+        if bad:
+            return math.nan, self._once('nan', (
+                f'non-finite values at step {step}: {", ".join(bad[:5])}. The run stops; the last checkpoint is intact. '
+                'Likely causes: divergence (see value_divergence), a learning rate too high, log of 0, bad data.'
+            ))
+        messages = []
+        for key, value in metrics.items():
+            if key.startswith('training/grad/') and key.endswith('_norm') and key != 'training/grad/norm':
+                count = self.small.get(key, 0) + 1 if abs(value) < self.vanish else 0
+                self.small[key] = count
+                if count >= self.vanish_logs:
+                    messages.append(self._once(f'vanish:{key}', (
+                        f'vanishing gradient at step {step}: {key} has stayed below {self.vanish} for {count} logs; '
+                        'that loss term no longer trains anything (e.g. a KL held at its free-bits floor by '
+                        'max(KL, free), which has zero gradient below the floor). Knobs: a smaller free-bits value, a '
+                        'straight-through floor, or a loss scale for that term.'
+                    )))
+        clip = metrics.get('training/grad/clipped_fraction')
+        if clip is not None and clip > self.max_clip_fraction:
+            messages.append(self._once('clip', (
+                f'gradient clipping active on {100 * clip:.0f}% of updates at step {step} (threshold '
+                f'{100 * self.max_clip_fraction:.0f}%). The clip norm now sets the step size. Knobs: lower lr, raise '
+                'max_grad_norm, Huber instead of MSE, check value divergence.'
+            )))
+        value = None
+        if 'training/grad/norm' in metrics:
+            self.norms.append(float(metrics['training/grad/norm']))
+            recent = self.norms[-self.window :]
+            value = max(recent) / max(min(recent), 1e-12)
+            if len(recent) >= 3 and value > self.swing:
+                messages.append(self._once(f'swing:{len(self.norms) // self.window}', (
+                    f'gradient norm swings {value:.1f}x within {len(recent)} logs at step {step} '
+                    f'({min(recent):.3g} to {max(recent):.3g}). Likely causes: a few large TD errors (priorities, '
+                    'outliers), lr too high. Knobs: gradient clipping, Huber loss, lower lr, larger batch.'
+                )))
+        messages = [m for m in messages if m]
+        return value, ('\n'.join(messages) if messages else None)
+
+
+@dataclasses.dataclass
+class TargetTracking(Detector):
+    """Soft target updates target <- tau * online + (1 - tau) * target: the target's half-life is
+    ln 2 / -ln(1 - tau) updates (and that many / steps_per_second seconds). Fires when it is below
+    `min_half_life` updates. health/target_half_life = half-life in updates."""
+
+    min_half_life: float = 100.0
+    name = 'target_tracking'
+    keys = ('time/steps_per_second',)
+
+    def observe(self, step, metrics, context):
+        tau = context.get('tau')
+        if not tau:
+            return None, None
+        updates_per_step = context.get('updates_per_step', 1.0)
+        half_life = math.log(2) / -math.log1p(-tau) / updates_per_step
+        if half_life >= self.min_half_life or self.firing:
+            return half_life, None
+        self.firing = True
+        sps = metrics.get('time/steps_per_second')
+        seconds = f' ({half_life / sps:.2g} s at {sps:.0f} steps/s)' if sps else ''
+        tracked = 1 - (1 - tau) ** (100 * updates_per_step)
+        return half_life, (
+            f'target network tracks the online one closely: tau = {tau} gives a half-life of {half_life:.0f} steps'
+            f'{seconds}; after 100 steps the target has moved {100 * tracked:.0f}% of the way. A target that follows '
+            'the online network this fast gives little of the stability it is for. Knobs: lower tau (0.012 -> 0.005), '
+            'or a periodic hard refresh instead.'
+        )
+
+
+@dataclasses.dataclass
+class EntropyCollapse(Detector):
+    """Stochastic actors: entropy (or mean std) falling below `fraction` of its first logged value.
+    health/entropy = entropy / first entropy."""
+
+    fraction: float = 0.05
+    name = 'entropy'
+    keys = ('training/actor/entropy', 'training/actor/std')
+
+    def reset_state(self):
+        super().reset_state()
+        self.first = None
+
+    def observe(self, step, metrics, context):
+        key, value = _first(metrics, self.keys)
+        if value is None:
+            return None, None
+        if self.first is None:
+            self.first = (key, value)
+        if key != self.first[0] or self.first[1] <= 0:
+            return None, None
+        ratio = value / self.first[1]
+        if key == 'training/actor/std' and context.get('const_std'):
+            return ratio, None  # a constant std cannot collapse
+        if ratio >= self.fraction or self.firing:
+            self.firing = ratio < self.fraction
+            return ratio, None
+        self.firing = True
+        return ratio, (
+            f'policy entropy collapse at step {step}: {key} fell to {value:.3g}, {100 * ratio:.1f}% of its first value '
+            f'{self.first[1]:.3g}. The policy is nearly deterministic and stops exploring or hedging. Knobs: an entropy '
+            'bonus (Dreamer: actor entropy 3e-4), a lower actor lr, a larger BC/temperature term.'
+        )
+
+
+DETECTORS = {cls.name: cls for cls in (ValueDivergence, ObjectiveMismatch, GoalIgnoring, EpochShock, GradientTrouble,
+                                       TargetTracking, EntropyCollapse)}
+
+
+class HealthConfigError(ValueError):
+    pass
+
+
+def parse_health_overrides(items, disable=()):
+    """['value_divergence.growth=20', ...] -> {detector: {field: value}}; unknown names raise."""
+    overrides = {}
+    for name in disable:
+        if name not in DETECTORS:
+            raise HealthConfigError(f'unknown health detector {name!r}; known: {", ".join(DETECTORS)}.')
+    for item in items or ():
+        try:
+            key, value = item.split('=', 1)
+            name, field = key.split('.', 1)
+        except ValueError:
+            raise HealthConfigError(f'--health {item!r}: expected DETECTOR.FIELD=VALUE.') from None
+        if name not in DETECTORS:
+            raise HealthConfigError(f'unknown health detector {name!r}; known: {", ".join(DETECTORS)}.')
+        fields = {f.name: f for f in dataclasses.fields(DETECTORS[name])}
+        if field not in fields:
+            raise HealthConfigError(f'health detector {name!r} has no setting {field!r}; it has {", ".join(fields)}.')
+        default = fields[field].default
+        try:
+            parsed = type(default)(value) if not isinstance(default, tuple) else tuple(value.split(','))
+        except ValueError:
+            raise HealthConfigError(f'--health {item}: expected {type(default).__name__}.') from None
+        overrides.setdefault(name, {})[field] = parsed
+    return overrides
+
+
+class HealthMonitor:
+    """Runs the detectors on every log row; never raises into the training loop."""
+
+    def __init__(self, context: Optional[dict] = None, overrides: Optional[dict] = None, disable=(), printer=None):
+        self.context = dict(context or {})
+        self.detectors = []
+        for name, cls in DETECTORS.items():
+            if name in disable:
+                continue
+            detector = cls(**(overrides or {}).get(name, {}))
+            detector.reset_state()
+            self.detectors.append(detector)
+        self.alarms: list[Alarm] = []
+        self.failures: dict[str, str] = {}
+        self.rows: list[tuple[int, dict]] = []
+        self.printer = printer or (lambda text: print(text, file=sys.stderr, flush=True))
+
+    def observe(self, step: int, metrics: dict) -> dict:
+        """Feed one log row; returns {'health/<name>': value} for the detectors that have a value."""
+        clean = {}
+        for k, v in metrics.items():
+            try:
+                clean[k] = float(v)
+            except (TypeError, ValueError):
+                continue
+        self.rows.append((step, clean))
+        out = {}
+        for detector in list(self.detectors):
+            try:
+                value, warning = detector.observe(step, clean, self.context)
+            except Exception as e:  # a broken detector is reported and disabled, never fatal
+                self.failures[detector.name] = f'{type(e).__name__}: {e}'
+                self.detectors.remove(detector)
+                self.printer(f'[health] detector {detector.name} failed at step {step} ({e}); disabled.')
+                continue
+            if value is not None:
+                out[f'health/{detector.name}'] = value
+            if warning:
+                self.alarms.append(Alarm(detector.name, step, warning))
+                self.printer(f'[health] WARNING {warning}')
+        return out
+
+    def replay(self, rows):
+        """Rebuild the detectors' state from logged rows (a resumed run), without printing again."""
+        printer, self.printer = self.printer, (lambda text: None)
+        try:
+            for step, metrics in rows:
+                self.observe(step, metrics)
+        finally:
+            self.printer = printer
+
+    def summary(self) -> dict:
+        return dict(
+            alarms=[dataclasses.asdict(a) for a in self.alarms],
+            fired={d: min(a.step for a in self.alarms if a.detector == d) for d in {a.detector for a in self.alarms}},
+            detectors={d.name: dataclasses.asdict(d) for d in self.detectors},
+            failed=self.failures,
+            context=self.context,
+        )
+
+    def write_report(self, run_dir: str):
+        """health.json, health.md and one PNG per detector that fired (or per detector with metrics)."""
+        summary = self.summary()
+        with open(os.path.join(run_dir, 'health.json'), 'w') as f:
+            json.dump(summary, f, indent=2, default=str)
+        lines = ['# Training health', '']
+        if not self.alarms:
+            lines.append('No detector fired.')
+        for alarm in self.alarms:
+            lines += [f'## {alarm.detector} (step {alarm.step})', '', alarm.message, '']
+        if self.failures:
+            lines += ['## Detectors that failed', ''] + [f'- {k}: {v}' for k, v in self.failures.items()] + ['']
+        plots = _plot(self, run_dir)
+        for name, path in plots.items():
+            lines += [f'![{name}]({os.path.basename(path)})', '']
+        lines += ['## Thresholds', '', '```', json.dumps(summary['detectors'], indent=2, default=str), '```']
+        with open(os.path.join(run_dir, 'health.md'), 'w') as f:
+            f.write('\n'.join(lines) + '\n')
+        return summary
+
+
+def _plot(monitor: HealthMonitor, run_dir: str) -> dict:
+    try:
+        import matplotlib
+
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+    except Exception:
+        return {}
+    fired = {a.detector for a in monitor.alarms}
+    paths = {}
+    for detector in monitor.detectors:
+        if detector.name not in fired:
+            continue
+        keys = [k for k in detector.keys if any(k in row for _, row in monitor.rows)]
+        keys.append(f'health/{detector.name}')
+        keys = [k for k in keys if any(k in row for _, row in monitor.rows)]
+        if not keys:
+            continue
+        fig, axes = plt.subplots(len(keys), 1, figsize=(7, 2.2 * len(keys)), sharex=True, squeeze=False)
+        for ax, key in zip(axes[:, 0], keys):
+            pts = [(s, row[key]) for s, row in monitor.rows if key in row]
+            ax.plot(*zip(*pts), lw=1)
+            ax.set_ylabel(key.split('/')[-1], fontsize=8)
+            for alarm in monitor.alarms:
+                if alarm.detector == detector.name:
+                    ax.axvline(alarm.step, color='r', ls='--', lw=0.8)
+        axes[-1, 0].set_xlabel('step')
+        fig.suptitle(detector.name)
+        fig.tight_layout()
+        path = os.path.join(run_dir, f'health_{detector.name}.png')
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        paths[detector.name] = path
+    return paths
+
+
+def read_run_metrics(run_dir: str, until_step: Optional[int] = None):
+    """The rows of train.csv and eval.csv as the loop logged them: [(step, metrics)], a step's training row
+    before its evaluation row, without the monitor's own health/<detector> outputs."""
+    own = {f'health/{name}' for name in DETECTORS}
+    rows = []
+    found = False
+    for order, name in enumerate(('train.csv', 'eval.csv')):
+        path = os.path.join(run_dir, name)
+        if not os.path.exists(path):
+            continue
+        found = True
+        with open(path, newline='') as f:
+            for row in csv.DictReader(f):
+                if not row.get('step'):
+                    continue
+                step = int(float(row['step']))
+                if until_step is not None and step > until_step:
+                    continue
+                metrics = {}
+                for k, v in row.items():
+                    if k == 'step' or k in own or v in ('', None):
+                        continue
+                    try:
+                        metrics[k] = float(v)
+                    except ValueError:
+                        continue
+                rows.append((step, order, metrics))
+    if not found:
+        raise FileNotFoundError(f'{run_dir} has no train.csv or eval.csv: not a run directory written by train.py.')
+    return [(step, metrics) for step, _, metrics in sorted(rows, key=lambda r: (r[0], r[1]))]
+
+
+def context_from_run(run_dir: str) -> dict:
+    path = os.path.join(run_dir, 'config.json')
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        record = json.load(f)
+    return health_context(record.get('agent', {}))
+
+
+def health_context(agent_config) -> dict:
+    """What the detectors may know about an agent: discount, value bound (|r| <= 1), tau, const_std."""
+    context = {}
+    discount = agent_config.get('discount')
+    if discount:
+        context['discount'] = discount
+        context['value_bound'] = agent_config.get('reward_bound', 1.0) / (1.0 - discount)
+    if agent_config.get('tau'):
+        context['tau'] = agent_config['tau']
+    context['const_std'] = bool(agent_config.get('const_std', False))
+    return context
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description='Health report of a finished or running run: python -m impls.utils.health RUN_DIR')
+    p.add_argument('run_dir')
+    p.add_argument('--health', nargs='*', default=[], help='DETECTOR.FIELD=VALUE threshold overrides.')
+    p.add_argument('--disable', default='', help='Comma-separated detectors to skip.')
+    args = p.parse_args(argv)
+    try:
+        disable = [d for d in args.disable.split(',') if d]
+        monitor = HealthMonitor(context_from_run(args.run_dir), parse_health_overrides(args.health, disable), disable,
+                                printer=print)
+        rows = read_run_metrics(args.run_dir)
+    except (FileNotFoundError, HealthConfigError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    if not rows:
+        print(f'error: {args.run_dir} has no metric rows yet.', file=sys.stderr)
+        return 2
+    for step, metrics in rows:
+        monitor.observe(step, metrics)
+    summary = monitor.write_report(args.run_dir)
+    print(f'{len(summary["alarms"])} warning(s); report in {os.path.join(args.run_dir, "health.md")}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

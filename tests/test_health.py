@@ -1,0 +1,154 @@
+"""Each detector: a synthetic metric stream that must trigger it and a healthy one that must not."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from impls.utils.health import DETECTORS, HealthConfigError, HealthMonitor, main, parse_health_overrides
+
+
+def run(stream, context=None, **overrides):
+    """Feed [(step, metrics)] to a monitor; returns (monitor, {detector: first firing step})."""
+    printed = []
+    monitor = HealthMonitor(context or {}, parse_health_overrides([f'{k}={v}' for k, v in overrides.items()]),
+                            printer=printed.append)
+    values = [monitor.observe(step, metrics) for step, metrics in stream]
+    return monitor, {a.detector: a.step for a in reversed(monitor.alarms)}, values, printed
+
+
+def steps(n, every=1000):
+    return range(every, (n + 1) * every, every)
+
+
+def test_value_divergence_growth_bound_and_collapse():
+    # The user's Q range: [0.15, 324] -> [-1.5, 2000] -> collapse to [-3, 16].
+    q_max = [5 + 0.5 * i for i in range(20)] + [50, 200, 800, 2000] + [16] * 5
+    stream = [(s, {'training/critic/q_max': q, 'training/critic/q_min': 0.1}) for s, q in zip(steps(len(q_max)), q_max)]
+    monitor, fired, values, printed = run(stream, {'value_bound': 100.0})
+    assert fired['value_divergence'] == 22_000  # 200 > 1.5 x 100 and 13x growth within the window
+    assert any('collapsed from 2e+03' in a.message for a in monitor.alarms)
+    assert 'lower tau' in printed[0]
+    healthy = [(s, {'training/critic/q_max': 10 + 0.1 * i}) for i, s in enumerate(steps(40))]
+    assert 'value_divergence' not in run(healthy, {'value_bound': 100.0})[1]
+
+
+def test_objective_mismatch_needs_both_slopes_significant():
+    rng = np.random.default_rng(0)
+    stream = []
+    for i, s in enumerate(steps(10)):
+        stream.append((s, {'training/critic/critic_loss': 1.0 - 0.08 * i + 0.005 * rng.normal()}))
+        stream.append((s, {'evaluation/overall_success': 0.8 - 0.07 * i + 0.01 * rng.normal()}))
+    assert run(stream)[1].get('objective_mismatch') is not None
+    improving = [(s, {'training/critic/critic_loss': 1.0 - 0.08 * i, 'evaluation/overall_success': 0.1 + 0.05 * i})
+                 for i, s in enumerate(steps(10))]
+    assert 'objective_mismatch' not in run(improving)[1]
+
+
+def test_goal_ignoring_from_the_probe_after_warmup():
+    stream = [(s, {'training/actor/bc_loss': 50.0, 'training/actor/q_loss': -1.0,
+                   'health/probe/action_sensitivity': 0.01}) for s in steps(10)]
+    fired = run(stream)[1]
+    assert fired['goal_ignoring'] == 5000  # the default warmup
+    healthy = [(s, {'training/actor/bc_loss': 0.3, 'training/actor/q_loss': -1.0,
+                    'health/probe/action_sensitivity': 0.6}) for s in steps(10)]
+    assert 'goal_ignoring' not in run(healthy)[1]
+
+
+def test_epoch_shock_only_at_boundaries():
+    rng = np.random.default_rng(1)
+    stream, q = [], -10.0
+    for i, s in enumerate(steps(60, every=10)):
+        epoch = i // 10
+        q += 0.05 * rng.normal()
+        if i and i % 10 == 0:
+            q -= 3.0  # the drop at each epoch boundary
+        stream.append((s, {'training/actor/q_mean': q, 'training/epoch': epoch}))
+    monitor, fired, values, _ = run(stream)
+    assert fired['epoch_shock'] == 210  # the second boundary (the first log of epoch 2)
+    smooth = [(s, {'training/actor/q_mean': -10 + 0.05 * rng.normal(), 'training/epoch': i // 10})
+              for i, s in enumerate(steps(60, every=10))]
+    assert 'epoch_shock' not in run(smooth)[1]
+
+
+def test_gradient_swings_clipping_vanishing_and_nan():
+    norms = [5.0, 6.0, 0.3, 8.8, 4.8]
+    stream = [(s, {'training/grad/norm': n}) for s, n in zip(steps(5), norms)]
+    assert run(stream)[1]['gradient'] == 3000
+    clipped = [(1000, {'training/grad/norm': 5.0, 'training/grad/clipped_fraction': 0.43})]
+    assert 'clipping active on 43%' in run(clipped)[0].alarms[0].message
+    kl = [(s, {'training/grad/norm': 1.0, 'training/grad/kl_norm': 0.0}) for s in steps(6)]
+    monitor, fired, _, _ = run(kl)
+    assert fired['gradient'] == 5000 and 'free-bits' in monitor.alarms[0].message
+    nan = [(1000, {'training/grad/norm': 1.0}), (2000, {'training/critic/q_mean': math.nan, 'training/grad/norm': 1.0})]
+    assert run(nan)[1]['gradient'] == 2000
+    steady = [(s, {'training/grad/norm': 5 + 0.5 * np.sin(i), 'training/grad/kl_norm': 0.2}) for i, s in enumerate(steps(30))]
+    assert 'gradient' not in run(steady)[1]
+
+
+def test_target_tracking_half_life():
+    monitor, fired, values, _ = run([(1000, {'time/steps_per_second': 50.0})], {'tau': 0.012})
+    assert fired['target_tracking'] == 1000
+    assert values[0]['health/target_tracking'] == pytest.approx(math.log(2) / -math.log(1 - 0.012))
+    assert '70% of the way' in monitor.alarms[0].message  # 1 - 0.988^100
+    assert 'target_tracking' not in run([(1000, {})], {'tau': 0.005})[1]  # half-life 138 steps
+
+
+def test_entropy_collapse():
+    ent = [1.0, 0.8, 0.5, 0.2, 0.04, 0.01]
+    fired = run([(s, {'training/actor/entropy': e}) for s, e in zip(steps(6), ent)])[1]
+    assert fired['entropy'] == 5000
+    assert 'entropy' not in run([(s, {'training/actor/entropy': 1.0 - 0.05 * i}) for i, s in enumerate(steps(6))])[1]
+    # A constant-std Gaussian actor cannot collapse.
+    assert 'entropy' not in run([(s, {'training/actor/std': 1.0}) for s in steps(6)], {'const_std': True})[1]
+
+
+def test_healthy_stream_raises_no_alarm_at_all():
+    rng = np.random.default_rng(2)
+    stream = []
+    for i, s in enumerate(steps(30)):
+        stream.append((s, {'training/critic/q_max': -5 + 0.1 * rng.normal(), 'training/actor/q_mean': -20 + rng.normal(),
+                           'training/critic/critic_loss': 0.5 - 0.005 * i, 'training/grad/norm': 3 + 0.3 * rng.normal(),
+                           'training/actor/bc_loss': 0.5, 'training/actor/q_loss': 1.0, 'training/epoch': i // 10,
+                           'health/probe/action_sensitivity': 0.5}))
+        if i % 5 == 4:
+            stream.append((s, {'evaluation/overall_success': 0.2 + 0.01 * i}))
+    assert run(stream, {'value_bound': 100.0, 'tau': 0.005})[0].alarms == []
+
+
+def test_a_failing_detector_is_disabled_not_fatal():
+    printed = []
+    monitor = HealthMonitor({'value_bound': 'oops'}, printer=printed.append)  # a bound that breaks the arithmetic
+    monitor.observe(1000, {'training/critic/q_max': 1.0, 'training/epoch': 'not a number'})
+    assert 'value_divergence' in monitor.failures and any('disabled' in p for p in printed)
+    assert all(d.name != 'value_divergence' for d in monitor.detectors)
+    assert 'health/gradient' not in monitor.observe(2000, {'training/critic/q_max': 2.0})  # the others keep running
+
+
+def test_bad_configuration_is_reported():
+    with pytest.raises(HealthConfigError, match="unknown health detector 'value_divergnce'"):
+        parse_health_overrides(['value_divergnce.growth=3'])
+    with pytest.raises(HealthConfigError, match='has no setting'):
+        parse_health_overrides(['value_divergence.grow=3'])
+    with pytest.raises(HealthConfigError, match='expected DETECTOR.FIELD=VALUE'):
+        parse_health_overrides(['growth'])
+    with pytest.raises(HealthConfigError, match='unknown health detector'):
+        parse_health_overrides([], disable=['nope'])
+    assert parse_health_overrides(['value_divergence.growth=3']) == {'value_divergence': {'growth': 3.0}}
+    assert set(DETECTORS) == {'value_divergence', 'objective_mismatch', 'goal_ignoring', 'epoch_shock', 'gradient',
+                              'target_tracking', 'entropy'}
+
+
+def test_report_on_demand_with_gaps_and_nans(tmp_path, capsys):
+    assert main([str(tmp_path)]) == 2 and 'no train.csv' in capsys.readouterr().err
+    rows = ['step,training/critic/q_max,training/grad/norm']
+    for i, s in enumerate(range(1000, 31000, 1000)):
+        q = '' if i % 7 == 3 else ('nan' if i == 29 else f'{5 * 1.6 ** max(0, i - 20):.3f}')
+        rows.append(f'{s},{q},{1.0 + 0.1 * (i % 3)}')
+    (tmp_path / 'train.csv').write_text('\n'.join(rows) + '\n')
+    (tmp_path / 'config.json').write_text(json.dumps({'agent': {'discount': 0.99}}))
+    assert main([str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / 'health.json').read_text())
+    assert 'value_divergence' in summary['fired'] and 'gradient' in summary['fired']  # growth, then the NaN
+    assert (tmp_path / 'health.md').exists() and (tmp_path / 'health_value_divergence.png').exists()
