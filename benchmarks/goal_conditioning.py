@@ -36,7 +36,7 @@ def train_line_world(run_dir, dataset, alpha, steps):
     if not os.path.isdir(os.path.join(run_dir, 'checkpoints')):
         train.main(['--algorithm', 'crl', '--dataset_path', dataset, '--save_dir', run_dir, '--train_steps', str(steps),
                     '--batch_size', '64', '--eval_episodes', '0', '--wandb_mode', 'disabled', '--no_progress',
-                    '--log_interval', str(steps), '--agent.value_hidden_dims=32,32', '--agent.actor_hidden_dims=32,32',
+                    '--log_interval', str(min(steps, 500)), '--agent.value_hidden_dims=32,32', '--agent.actor_hidden_dims=32,32',
                     '--agent.latent_dim=16', f'--agent.alpha={alpha}', '--agent.lr=1e-3'])
     return run_dir
 

@@ -19,8 +19,6 @@ float32 resolution).
 
 from __future__ import annotations
 
-from typing import Any
-
 import flax
 import flax.linen as nn
 import jax
@@ -28,8 +26,9 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from impls.utils.encoders import make_encoder, maybe_augment
-from impls.utils.flax_utils import ModuleDict, TrainState, nonpytree_field
+from impls.utils.encoders import make_encoder
+from impls.utils.flax_utils import ModuleDict, TrainState
+from impls.utils.gc_agent import GCAgent
 from impls.utils.losses import actor_loss, binary_nce_stats
 from impls.utils.networks import MLP, GCActor, ensemblize, one_hot_actions
 from impls.utils.quasimetric import mrn_distance, pairwise_mrn_distance
@@ -57,11 +56,7 @@ class Representation(nn.Module):
         return mlp(x)
 
 
-class CMDAgent(flax.struct.PyTreeNode):
-    rng: Any
-    network: Any
-    config: Any = nonpytree_field()
-
+class CMDAgent(GCAgent):
     def representations(self, observations, goals, actions, goal_actions=None, params=None):
         """phi(s, a), psi(g), each (E, B, D). goal_actions: the actions paired with goals in 'roll' mode
         (default: `actions` rolled by one row, as in training)."""
@@ -113,19 +108,6 @@ class CMDAgent(flax.struct.PyTreeNode):
         info = {f'critic/{k}': v for k, v in c_info.items()}
         info.update({f'actor/{k}': v for k, v in a_info.items()})
         return c_loss + a_loss, info
-
-    @jax.jit
-    def update(self, batch):
-        new_rng, rng, aug_rng = jax.random.split(self.rng, 3)
-        batch = maybe_augment(batch, aug_rng, self.config['p_aug'])
-        network, info = self.network.apply_loss_fn(lambda p: self.total_loss(batch, p, rng=rng))
-        return self.replace(network=network, rng=new_rng), info
-
-    @jax.jit
-    def sample_actions(self, observations, goals, seed, temperature=1.0):
-        dist = self.network.select('actor')(observations, goals, temperature=temperature)
-        actions = dist.sample(seed=seed)
-        return actions if self.config['discrete'] else jnp.clip(actions, -1, 1)
 
     @classmethod
     def create(cls, seed, ex_observations, ex_actions, config, action_dim):

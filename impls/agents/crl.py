@@ -11,25 +11,19 @@ Discrete actions: the critic takes one-hot actions; the DDPG term uses E_{a ~ pi
 
 from __future__ import annotations
 
-from typing import Any
-
 import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
 
-from impls.utils.encoders import maybe_augment
-from impls.utils.flax_utils import ModuleDict, TrainState, nonpytree_field
+from impls.utils.flax_utils import ModuleDict, TrainState
+from impls.utils.gc_agent import GCAgent
 from impls.utils.losses import actor_loss, binary_nce_loss
 from impls.utils.networks import GCActor, GCBilinearValue
 
 
-class CRLAgent(flax.struct.PyTreeNode):
-    rng: Any
-    network: Any
-    config: Any = nonpytree_field()
-
+class CRLAgent(GCAgent):
     def contrastive_loss(self, batch, grad_params, module_name='critic'):
         """Binary NCE over all (state-action, goal) pairs of the batch."""
         actions = batch['actions'] if module_name == 'critic' else None
@@ -63,19 +57,6 @@ class CRLAgent(flax.struct.PyTreeNode):
         a_loss, a_info = actor_loss(self, batch, grad_params, rng)
         info.update({f'actor/{k}': v for k, v in a_info.items()})
         return loss + a_loss, info
-
-    @jax.jit
-    def update(self, batch):
-        new_rng, rng, aug_rng = jax.random.split(self.rng, 3)
-        batch = maybe_augment(batch, aug_rng, self.config['p_aug'])
-        network, info = self.network.apply_loss_fn(lambda p: self.total_loss(batch, p, rng=rng))
-        return self.replace(network=network, rng=new_rng), info
-
-    @jax.jit
-    def sample_actions(self, observations, goals, seed, temperature=1.0):
-        dist = self.network.select('actor')(observations, goals, temperature=temperature)
-        actions = dist.sample(seed=seed)
-        return actions if self.config['discrete'] else jnp.clip(actions, -1, 1)
 
     @classmethod
     def create(cls, seed, ex_observations, ex_actions, config, action_dim):

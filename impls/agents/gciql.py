@@ -8,25 +8,19 @@ Actor:  DDPG+BC or AWR (impls.utils.losses.actor_loss).
 
 from __future__ import annotations
 
-from typing import Any
-
 import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
 
-from impls.utils.encoders import maybe_augment
-from impls.utils.flax_utils import ModuleDict, TrainState, nonpytree_field, polyak
+from impls.utils.flax_utils import ModuleDict, TrainState, polyak
+from impls.utils.gc_agent import GCAgent
 from impls.utils.losses import actor_loss, expectile_loss
 from impls.utils.networks import GCActor, GCValue
 
 
-class GCIQLAgent(flax.struct.PyTreeNode):
-    rng: Any
-    network: Any
-    config: Any = nonpytree_field()
-
+class GCIQLAgent(GCAgent):
     def value_loss(self, batch, grad_params):
         q = self.network.select('target_critic')(batch['observations'], batch['value_goals'], batch['actions']).min(0)
         v = self.network.select('value')(batch['observations'], batch['value_goals'], params=grad_params)
@@ -69,22 +63,13 @@ class GCIQLAgent(flax.struct.PyTreeNode):
             info.update({f'{prefix}/{k}': v for k, v in part.items()})
         return v_loss + c_loss + a_loss, info
 
-    @jax.jit
-    def update(self, batch):
-        new_rng, rng, aug_rng = jax.random.split(self.rng, 3)
-        batch = maybe_augment(batch, aug_rng, self.config['p_aug'])
-        network, info = self.network.apply_loss_fn(lambda p: self.total_loss(batch, p, rng=rng))
+    def after_step(self, network):
+        """Polyak-average the target critic towards the critic after every step."""
         params = dict(network.params)
         params['modules_target_critic'] = polyak(
             params['modules_critic'], params['modules_target_critic'], self.config['tau']
         )
-        return self.replace(network=network.replace(params=params), rng=new_rng), info
-
-    @jax.jit
-    def sample_actions(self, observations, goals, seed, temperature=1.0):
-        dist = self.network.select('actor')(observations, goals, temperature=temperature)
-        actions = dist.sample(seed=seed)
-        return actions if self.config['discrete'] else jnp.clip(actions, -1, 1)
+        return network.replace(params=params)
 
     @classmethod
     def create(cls, seed, ex_observations, ex_actions, config, action_dim):
