@@ -29,7 +29,15 @@ def build_parser():
     a('--preset', default=None, help='Named preset from configs/ (its values become the defaults below). '
       'With no arguments at all, train.py runs the "quickstart" preset.')
     a('--algorithm', default='crl', help='Agent name (impls.agents.AGENTS).')
-    a('--env_name', default='pointmaze-medium-navigate-v0', help='OGBench dataset/env name (evaluation env).')
+    a('--env_name', default='pointmaze-medium-navigate-v0',
+      help='Offline agents: OGBench dataset/env name (evaluation env). Online agents: a gymnasium id (CartPole-v1, '
+      'ALE/Breakout-v5).')
+    a('--env_entry_point', default=None, help='Online agents: MODULE:CLASS of a gymnasium.Env outside the registry.')
+    a('--num_envs', type=int, default=1, help='Online agents: parallel environments.')
+    a('--expert', default=None, help='Online agents: expert for the curriculum: "cartpole" or MODULE:CALLABLE.')
+    a('--reward_bound', type=float, default=None,
+      help='Online agents: |r|max, for the value-divergence bound |r|max / (1 - gamma).')
+    a('--slope_window', type=int, default=20, help='Online agents: episodes in the reward-slope window.')
     a('--dataset_path', default=None, help='OGBench-layout .npz or a directory of .npy files (memory-mapped). '
       'Default: DATASET_DIR/ENV_NAME.npz, generated locally if missing.')
     a('--dataset_dir', default='data/quickstart', help='Where generated datasets are cached.')
@@ -46,7 +54,8 @@ def build_parser():
     a('--wandb_mode', default=None, choices=['online', 'offline', 'disabled'],
       help='wandb mode (default: $WANDB_MODE, else offline).')
     a('--seed', type=int, default=0, help='Seed for parameters, batches and evaluation.')
-    a('--train_steps', type=int, default=None, help='Gradient steps (default 20000, or steps x epochs).')
+    a('--train_steps', type=int, default=None,
+      help='Offline: gradient steps (default 20000, or steps x epochs). Online: environment steps (default 50000).')
     a('--steps', type=int, default=None, help='Steps per epoch (default: one pass over the data).')
     a('--epochs', type=int, default=None, help='Epochs; train_steps = steps x epochs.')
     a('--batch_size', type=int, default=None, help='Batch size (sets --agent.batch_size).')
@@ -95,11 +104,12 @@ def main(argv=None):
     from impls.utils.checkpoints import CheckpointError
     from impls.utils.health import HealthConfigError
     from impls.utils.offline_loop import TrainingError, run_offline
+    from impls.utils.online_loop import run_online
 
     try:
         args = parse_args(argv)
         spec = get_agent(args.algorithm)
-        loops = {'offline_gc': run_offline}
+        loops = {'offline_gc': run_offline, 'online': run_online}
         return loops[spec.kind](args, spec)
     except (ConfigError, UnknownAlgorithmError, TrainingError, DatasetError, CheckpointError, HealthConfigError) as e:
         print(f'error: {e}', file=sys.stderr)

@@ -8,20 +8,21 @@ from typing import Callable
 
 from impls.utils.checkpoints import CheckpointError
 
-from impls.agents import cmd, crl, gciql
+from impls.agents import cmd, crl, dqn, gciql
 
 
 @dataclasses.dataclass(frozen=True)
 class AgentSpec:
     agent_cls: type
     get_config: Callable
-    kind: str  # 'offline_gc': offline goal-conditioned, trained on an OGBench-layout dataset.
+    kind: str  # 'offline_gc': offline goal-conditioned on an OGBench-layout dataset; 'online': env interaction.
 
 
 AGENTS = {
     'cmd': AgentSpec(cmd.CMDAgent, cmd.get_config, 'offline_gc'),
     'crl': AgentSpec(crl.CRLAgent, crl.get_config, 'offline_gc'),
     'gciql': AgentSpec(gciql.GCIQLAgent, gciql.get_config, 'offline_gc'),
+    'dqn': AgentSpec(dqn.DQNAgent, dqn.get_config, 'online'),
 }
 
 

@@ -1,0 +1,203 @@
+"""Replay for online agents: a circular buffer laid out per environment (so n-step returns follow each
+env's own stream), n-step targets computed at sampling time, and proportional prioritized replay on a
+vectorised sum-tree.
+
+Storage is (capacity_per_env, num_envs, ...) for each field: observations, actions, rewards,
+next_observations, terminated (MDP termination: no bootstrapping) and done (episode end: terminated or
+truncated). An n-step sample from (t, e) sums r_t + g r_{t+1} + ... up to n rewards or the episode's
+end, and bootstraps from next_observations at the last step with discount g^k (0 if it terminated).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+FIELDS = ('observations', 'actions', 'rewards', 'next_observations', 'terminated', 'done')
+
+
+class SumTree:
+    """A complete binary tree over `capacity` leaves holding priorities; every operation is vectorised
+    over a batch of leaves (one numpy op per tree level), so a batch of 16384 costs ~20 array ops."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.depth = max(1, int(np.ceil(np.log2(capacity))))
+        self.size = 1 << self.depth
+        self.nodes = np.zeros(2 * self.size, dtype=np.float64)  # nodes[1] is the root; leaves at [size, 2 size)
+
+    @property
+    def total(self) -> float:
+        return float(self.nodes[1])
+
+    def set(self, leaves, priorities):
+        leaves = np.asarray(leaves, dtype=np.int64)
+        idx = leaves + self.size
+        self.nodes[idx] = priorities
+        idx = np.unique(idx // 2)
+        while idx[0] >= 1:
+            self.nodes[idx] = self.nodes[2 * idx] + self.nodes[2 * idx + 1]
+            if idx[0] == 1:
+                break
+            idx = np.unique(idx // 2)
+
+    def get(self, leaves):
+        return self.nodes[np.asarray(leaves, dtype=np.int64) + self.size]
+
+    def find(self, values):
+        """For each value in [0, total), the leaf whose cumulative-priority interval holds it."""
+        values = np.array(values, dtype=np.float64)
+        idx = np.ones(len(values), dtype=np.int64)
+        for _ in range(self.depth):
+            left = 2 * idx
+            go_right = values >= self.nodes[left]
+            values = np.where(go_right, values - self.nodes[left], values)
+            idx = np.where(go_right, left + 1, left)
+        return np.minimum(idx - self.size, self.capacity - 1)
+
+
+class ReplayBuffer:
+    """Uniform or prioritized replay with n-step returns.
+
+    Args:
+        capacity: total transitions (split evenly over num_envs).
+        num_envs: parallel environments writing one transition each per add().
+        example: dict with one transition's 'observations' and 'actions' (shapes and dtypes).
+        n_step, discount: the return horizon and discount.
+        prioritized: proportional PER (Schaul et al. 2016) with exponent `alpha`.
+    """
+
+    def __init__(self, capacity, num_envs, example, n_step=1, discount=0.99, prioritized=False, alpha=0.6, eps=1e-6):
+        if capacity < num_envs:
+            raise ValueError(f'replay capacity {capacity} is smaller than the number of envs {num_envs}.')
+        self.per_env = capacity // num_envs
+        self.num_envs = num_envs
+        self.n_step, self.discount = n_step, discount
+        obs = np.asarray(example['observations'])
+        act = np.asarray(example['actions'])
+        shape = (self.per_env, num_envs)
+        self.data = dict(
+            observations=np.zeros(shape + obs.shape, obs.dtype),
+            next_observations=np.zeros(shape + obs.shape, obs.dtype),
+            actions=np.zeros(shape + act.shape, act.dtype),
+            rewards=np.zeros(shape, np.float32),
+            terminated=np.zeros(shape, bool),
+            done=np.zeros(shape, bool),
+        )
+        self.valid = np.zeros(shape, bool)  # real transitions (not gymnasium's reset steps)
+        self.pos = 0  # next row to write
+        self.rows = 0  # rows filled (<= per_env)
+        self.prioritized = prioritized
+        self.alpha, self.eps = alpha, eps
+        self.tree = SumTree(self.per_env * num_envs) if prioritized else None
+        self.max_priority = 1.0
+
+    def __len__(self):
+        return self.rows * self.num_envs
+
+    def add(self, transition, valid=None):
+        """Write one row: each field (num_envs, ...). `valid` (num_envs,) marks envs whose transition is
+        real; an invalid one (gymnasium's reset step after an episode end) is stored as a zero-priority,
+        episode-ending placeholder that is never sampled and never summed into a return."""
+        row = self.pos
+        for key in FIELDS:
+            self.data[key][row] = transition[key]
+        if valid is not None:
+            invalid = ~np.asarray(valid, bool)
+            self.data['done'][row] |= invalid
+            self.data['terminated'][row] |= invalid
+            self.data['rewards'][row] = np.where(invalid, 0.0, self.data['rewards'][row])
+        self.pos = (self.pos + 1) % self.per_env
+        self.rows = min(self.rows + 1, self.per_env)
+        leaves = row * self.num_envs + np.arange(self.num_envs)
+        if self.prioritized:
+            priority = np.full(self.num_envs, self.max_priority**self.alpha)
+            if valid is not None:
+                priority = np.where(valid, priority, 0.0)
+            self.tree.set(leaves, priority)
+        self.valid[row] = True if valid is None else valid
+
+    def _newest_rows(self, k):
+        return (self.pos - 1 - np.arange(k)) % self.per_env
+
+    def sample(self, rng: np.random.Generator, batch_size: int, beta: float = 0.4):
+        """A batch with n-step targets: observations, actions, returns, bootstrap_discounts (g^k, 0 if the
+        episode terminated within the n steps), next_observations (s_{t+k}), weights (importance
+        weights, 1 for uniform replay) and indices (for update_priorities)."""
+        if len(self) == 0:
+            raise ValueError('cannot sample from an empty replay buffer.')
+        # The newest n - 1 rows do not have their n-step future yet: leave them out.
+        blocked = set(self._newest_rows(min(self.n_step - 1, self.rows - 1)).tolist()) if self.n_step > 1 else set()
+        if self.prioritized:
+            total = self.tree.total
+            if total <= 0:
+                raise ValueError('all replay priorities are zero.')
+            bounds = np.linspace(0, total, batch_size + 1)
+            values = rng.uniform(bounds[:-1], bounds[1:])  # stratified
+            leaves = self.tree.find(values)
+            for _ in range(3):  # resample the few that hit blocked rows or zero-priority leaves
+                bad = np.isin(leaves // self.num_envs, list(blocked)) | (self.tree.get(leaves) <= 0)
+                if not bad.any():
+                    break
+                leaves[bad] = self.tree.find(rng.uniform(0, total, bad.sum()))
+            probs = self.tree.get(leaves) / total
+            weights = (len(self) * np.maximum(probs, 1e-12)) ** (-beta)
+            weights = (weights / weights.max()).astype(np.float32)
+        else:
+            valid = self.valid[: self.rows].copy()
+            for r in blocked:
+                valid[r] = False
+            flat = np.flatnonzero(valid.reshape(-1))
+            if len(flat) == 0:
+                raise ValueError('no transition in the replay buffer has its n-step future yet.')
+            leaves = flat[rng.integers(0, len(flat), batch_size)]
+            weights = np.ones(batch_size, np.float32)
+        rows, envs = leaves // self.num_envs, leaves % self.num_envs
+        batch = self._n_step(rows, envs)
+        batch['weights'] = weights
+        batch['indices'] = leaves
+        return batch
+
+    def _n_step(self, rows, envs):
+        d = self.data
+        returns = np.zeros(len(rows), np.float64)
+        discount = np.ones(len(rows), np.float64)
+        alive = np.ones(len(rows), bool)  # still accumulating
+        last = rows.copy()
+        for k in range(self.n_step):
+            r = (rows + k) % self.per_env
+            returns += np.where(alive, discount * d['rewards'][r, envs], 0.0)
+            last = np.where(alive, r, last)
+            discount = np.where(alive, discount * self.discount, discount)
+            alive &= ~d['done'][r, envs]
+        bootstrap = np.where(d['terminated'][last, envs], 0.0, discount)
+        return dict(
+            observations=d['observations'][rows, envs],
+            actions=d['actions'][rows, envs],
+            returns=returns.astype(np.float32),
+            bootstrap_discounts=bootstrap.astype(np.float32),
+            next_observations=d['next_observations'][last, envs],
+        )
+
+    def update_priorities(self, indices, td_errors):
+        if not self.prioritized:
+            return
+        priority = np.abs(np.asarray(td_errors, np.float64)) + self.eps
+        self.max_priority = max(self.max_priority, float(priority.max()))
+        self.tree.set(indices, priority**self.alpha)
+
+    def state_dict(self):
+        state = {f'data/{k}': v[: self.rows] for k, v in self.data.items()}
+        state.update(pos=np.int64(self.pos), rows=np.int64(self.rows), max_priority=np.float64(self.max_priority),
+                     valid_rows=self.valid[: self.rows])
+        if self.prioritized:
+            state['priorities'] = self.tree.get(np.arange(self.rows * self.num_envs))
+        return state
+
+    def load_state_dict(self, state):
+        self.rows, self.pos = int(state['rows']), int(state['pos'])
+        for k in self.data:
+            self.data[k][: self.rows] = state[f'data/{k}']
+        self.max_priority = float(state['max_priority'])
+        self.valid[: self.rows] = state['valid_rows']
+        if self.prioritized:
+            self.tree.set(np.arange(self.rows * self.num_envs), state['priorities'])
