@@ -102,6 +102,7 @@ def main(argv=None):
     from impls.agents import UnknownAlgorithmError, get_agent
     from impls.data.datasets import DatasetError
     from impls.utils.checkpoints import CheckpointError
+    from impls.utils.envs import EnvError
     from impls.utils.health import HealthConfigError
     from impls.utils.offline_loop import TrainingError, run_offline
     from impls.utils.online_loop import run_online
@@ -111,7 +112,8 @@ def main(argv=None):
         spec = get_agent(args.algorithm)
         loops = {'offline_gc': run_offline, 'online': run_online}
         return loops[spec.kind](args, spec)
-    except (ConfigError, UnknownAlgorithmError, TrainingError, DatasetError, CheckpointError, HealthConfigError) as e:
+    except (ConfigError, UnknownAlgorithmError, TrainingError, DatasetError, CheckpointError, HealthConfigError,
+            EnvError) as e:
         print(f'error: {e}', file=sys.stderr)
         raise SystemExit(2)
 

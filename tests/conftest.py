@@ -53,3 +53,15 @@ def tiny_config(spec, **overrides):
     if 'latent_dim' in config:
         config.latent_dim = overrides.get('latent_dim', 8)
     return config
+
+
+def restored_leaves(ckpt_dir, step):
+    """The arrays of a checkpoint's agent state, restored without a template (for exact comparisons)."""
+    import jax
+    import orbax.checkpoint as ocp
+
+    from impls.utils.checkpoints import Checkpointer
+
+    manager = Checkpointer(ckpt_dir).manager
+    state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore())).state
+    return [np.asarray(x) for x in jax.tree.leaves(state)]

@@ -30,43 +30,51 @@ def is_atari(env_id: str) -> bool:
     return env_id.startswith('ALE/') or 'NoFrameskip' in env_id
 
 
-def env_factory(env_id: str | None, entry_point: str | None = None, atari_frame_stack: int = 4):
-    """A zero-argument function that makes one environment."""
-    if entry_point:
-        cls = _load(entry_point, '--env_entry_point')
+def _to_channels_last(obs):
+    return np.moveaxis(np.asarray(obs), 0, -1)
 
-        def make():
-            env = cls()
-            if not isinstance(env, gymnasium.Env):
-                raise EnvError(f'--env_entry_point {entry_point} made a {type(env).__name__}, not a gymnasium.Env.')
-            return gymnasium.wrappers.RecordEpisodeStatistics(env)
 
-        return make
-    if is_atari(env_id):
-        import ale_py
+class EnvFactory:
+    """Makes one environment; a picklable callable (no closures), so a vector env can be checkpointed."""
 
-        gymnasium.register_envs(ale_py)
-
-    try:
-        gymnasium.spec(env_id)
-    except gymnasium.error.Error as e:
-        raise EnvError(f'environment id {env_id!r} does not exist ({e}). Use a registered gymnasium id such as '
-                       f'CartPole-v1, or --env_entry_point MODULE:CLASS for an environment outside the registry.') from e
-
-    def make():
+    def __init__(self, env_id: str | None, entry_point: str | None = None, atari_frame_stack: int = 4):
+        self.env_id, self.entry_point, self.atari_frame_stack = env_id, entry_point, atari_frame_stack
+        if entry_point:
+            _load(entry_point, '--env_entry_point')  # fail now, with the reason, not inside the vector env
+            return
         if is_atari(env_id):
-            env = gymnasium.make(env_id, frameskip=1, repeat_action_probability=0.0)
+            import ale_py
+
+            gymnasium.register_envs(ale_py)
+        try:
+            gymnasium.spec(env_id)
+        except gymnasium.error.Error as e:
+            raise EnvError(f'environment id {env_id!r} does not exist ({e}). Use a registered gymnasium id such as '
+                           f'CartPole-v1, or --env_entry_point MODULE:CLASS for an environment outside the registry.') from e
+
+    def __call__(self):
+        if self.entry_point:
+            env = _load(self.entry_point, '--env_entry_point')()
+            if not isinstance(env, gymnasium.Env):
+                raise EnvError(f'--env_entry_point {self.entry_point} made a {type(env).__name__}, not a gymnasium.Env.')
+        elif is_atari(self.env_id):
+            import ale_py
+
+            gymnasium.register_envs(ale_py)
+            env = gymnasium.make(self.env_id, frameskip=1, repeat_action_probability=0.0)
             env = gymnasium.wrappers.AtariPreprocessing(env, frame_skip=4, screen_size=84, terminal_on_life_loss=False,
                                                         grayscale_obs=True, noop_max=30)
-            env = gymnasium.wrappers.FrameStackObservation(env, atari_frame_stack)
+            env = gymnasium.wrappers.FrameStackObservation(env, self.atari_frame_stack)
             env = gymnasium.wrappers.TransformObservation(
-                env, lambda o: np.moveaxis(np.asarray(o), 0, -1),
-                gymnasium.spaces.Box(0, 255, (84, 84, atari_frame_stack), np.uint8))
+                env, _to_channels_last, gymnasium.spaces.Box(0, 255, (84, 84, self.atari_frame_stack), np.uint8))
         else:
-            env = gymnasium.make(env_id)
+            env = gymnasium.make(self.env_id)
         return gymnasium.wrappers.RecordEpisodeStatistics(env)
 
-    return make
+
+def env_factory(env_id: str | None, entry_point: str | None = None, atari_frame_stack: int = 4):
+    """A picklable zero-argument callable that makes one environment."""
+    return EnvFactory(env_id, entry_point, atari_frame_stack)
 
 
 def make_vec_env(factory, num_envs: int, seed: int):

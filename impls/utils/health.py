@@ -87,7 +87,8 @@ class ValueDivergence(Detector):
         self.active = set()
 
     keys = ('training/critic/q_max', 'training/critic/q_min', 'training/actor/q_mean', 'training/value/v_min',
-            'training/critic/target_max')
+            'training/critic/target_max', 'training/q/max', 'training/q/min', 'training/target/max',
+            'training/target/min')
 
     def observe(self, step, metrics, context):
         scales = [abs(float(metrics[k])) for k in self.keys if k in metrics and np.isfinite(metrics[k])]
@@ -256,13 +257,13 @@ class EpochShock(Detector):
 
 @dataclasses.dataclass
 class GradientTrouble(Detector):
-    """Gradient norm swings (max/min over `window` logs above `swing`), a clipped fraction above
+    """Gradient norm swings (max/median over `window` logs above `swing`), a clipped fraction above
     `max_clip_fraction`, a loss term whose gradient norm stays below `vanish` for `vanish_logs` logs
     (any `training/grad/<term>_norm` metric), and NaN/inf in any metric. health/gradient = grad-norm
     max/min over the window."""
 
     window: int = 10
-    swing: float = 10.0
+    swing: float = 5.0
     max_clip_fraction: float = 0.3
     vanish: float = 1e-8
     vanish_logs: int = 5
@@ -311,11 +312,11 @@ class GradientTrouble(Detector):
         if 'training/grad/norm' in metrics:
             self.norms.append(float(metrics['training/grad/norm']))
             recent = self.norms[-self.window :]
-            value = max(recent) / max(min(recent), 1e-12)
+            value = max(recent) / max(float(np.median(recent)), 1e-12)
             if len(recent) >= 3 and value > self.swing:
                 messages.append(self._once(f'swing:{len(self.norms) // self.window}', (
-                    f'gradient norm swings {value:.1f}x within {len(recent)} logs at step {step} '
-                    f'({min(recent):.3g} to {max(recent):.3g}). Likely causes: a few large TD errors (priorities, '
+                    f'gradient norm spikes to {value:.1f}x its median within {len(recent)} logs at step {step} '
+                    f'({float(np.median(recent)):.3g} -> {max(recent):.3g}). Likely causes: a few large TD errors (priorities, '
                     'outliers), lr too high. Knobs: gradient clipping, Huber loss, lower lr, larger batch.'
                 )))
         messages = [m for m in messages if m]

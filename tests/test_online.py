@@ -1,0 +1,105 @@
+"""The online loop through train.py: learning on a tiny env, exact resume, the expert curriculum, bad input."""
+
+import csv
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+import train
+from impls.utils.checkpoints import Checkpointer
+from tests.conftest import restored_leaves
+
+CORRIDOR = 'tests.fixtures.custom_envs:Corridor'
+FAST = ['--agent.learning_starts=200', '--agent.training_steps_per_sample=0.5', '--agent.hidden_dims=32',
+        '--agent.epsilon_fraction=0.3', '--agent.lr=1e-3', '--agent.batch_size=32', '--agent.buffer_size=2000',
+        '--agent.hard_update_every=20']
+
+
+def online(save_dir, *extra, entry=CORRIDOR):
+    return ['--algorithm', 'dqn', '--env_entry_point', entry, '--env_name', '', '--save_dir', str(save_dir),
+            '--wandb_mode', 'disabled', '--no_progress', '--log_interval', '500', '--eval_episodes', '4', '--num_envs',
+            '2', *FAST, *extra]
+
+
+def test_dqn_learns_a_corridor_and_logs_the_dashboard(tmp_path):
+    out = train.main(online(tmp_path / 'run', '--train_steps', '3000'))
+    assert out['eval_return'] == 1.0  # walks right every time
+    with open(tmp_path / 'run' / 'train.csv') as f:
+        row = list(csv.DictReader(f))[-1]
+    for key in ('training/q/min', 'training/q/max', 'training/q/mean', 'training/target/min', 'training/target/max',
+                'training/grad/norm', 'training/grad/norm_clipped', 'training/grad/clipped_fraction',
+                'training/target/lag', 'charts/replay_ratio', 'charts/reward_slope', 'charts/expert_ratio',
+                'time/steps_per_second', 'health/value_divergence'):
+        assert key in row, key
+    assert float(row['charts/replay_ratio']) == pytest.approx(0.5 * 32, rel=0.05)
+    assert (tmp_path / 'run' / 'health.json').exists()
+
+
+def test_resume_continues_exactly(tmp_path):
+    steps = ['--train_steps', '2000', '--ckpt_every', '1000']
+    train.main(online(tmp_path / 'full', *steps))
+    # The same run, stopped after its step-1000 checkpoint: drop the later one and resume.
+    shutil.copytree(tmp_path / 'full', tmp_path / 'half')
+    shutil.rmtree(tmp_path / 'half' / 'checkpoints' / '2000')
+    os.remove(tmp_path / 'half' / 'checkpoints' / 'loop_2000.pkl')
+    train.main(online(tmp_path / 'half', *steps, '--resume'))
+    a = restored_leaves(tmp_path / 'full' / 'checkpoints', 2000)
+    b = restored_leaves(tmp_path / 'half' / 'checkpoints', 2000)
+    assert len(a) == len(b) > 0
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_expert_curriculum_logs_agent_and_expert_returns(tmp_path):
+    train.main(['--algorithm', 'dqn', '--env_name', 'CartPole-v1', '--expert', 'cartpole', '--train_steps', '2000',
+                '--save_dir', str(tmp_path / 'run'), '--wandb_mode', 'disabled', '--no_progress', '--log_interval', '1000',
+                '--eval_episodes', '0', '--agent.expert_ratio_start=0.9', '--agent.expert_ratio_floor=0.1',
+                '--agent.learning_starts=500', '--agent.hidden_dims=16'])
+    with open(tmp_path / 'run' / 'train.csv') as f:
+        rows = list(csv.DictReader(f))
+    assert float(rows[-1]['charts/expert_return']) == 500.0  # the built-in controller balances
+    assert float(rows[0]['charts/expert_ratio']) > float(rows[-1]['charts/expert_ratio'])
+
+
+def _error(capsys, argv):
+    with pytest.raises(SystemExit) as e:
+        train.main(argv)
+    assert e.value.code == 2
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize('argv_change, message', [
+    (dict(env_name='CartPoel-v1', entry=None), "environment id 'CartPoel-v1' does not exist"),
+    (dict(entry='no_such_module:Env'), "cannot import 'no_such_module'"),
+    (dict(entry='tests.fixtures.custom_envs:NotAnEnv'), 'not a gymnasium.Env'),
+    (dict(entry='tests.fixtures.custom_envs:Continuous'), 'needs a discrete action space'),
+])
+def test_bad_environments(capsys, tmp_path, argv_change, message):
+    entry = argv_change.get('entry', CORRIDOR)
+    argv = online(tmp_path / 'r', '--train_steps', '100', entry=entry)
+    if entry is None:
+        i = argv.index('--env_entry_point')
+        del argv[i : i + 2]
+        argv[argv.index('--env_name') + 1] = argv_change['env_name']
+    assert message in _error(capsys, argv)
+
+
+def test_expert_with_invalid_actions(capsys, tmp_path):
+    argv = online(tmp_path / 'r', '--train_steps', '100', '--expert', 'tests.fixtures.custom_envs:bad_expert',
+                  '--agent.expert_ratio_start=1.0')
+    assert 'expected 2 integer actions in [0, 2)' in _error(capsys, argv)
+
+
+def test_batch_larger_than_the_buffer(capsys, tmp_path):
+    argv = online(tmp_path / 'r', '--train_steps', '100', '--batch_size', '5000')
+    assert 'larger than the replay buffer' in _error(capsys, argv)
+
+
+def test_nan_stops_the_run_with_the_step_and_keeps_the_checkpoint(capsys, tmp_path):
+    argv = online(tmp_path / 'r', '--train_steps', '3000', '--ckpt_every', '250', '--agent.lr=1e30',
+                  '--agent.max_grad_norm=0', '--agent.learning_starts=600')
+    err = _error(capsys, argv)
+    assert 'non-finite training/' in err and 'at environment step 1000' in err and 'last good checkpoint' in err
+    assert Checkpointer(tmp_path / 'r' / 'checkpoints').latest_step() == 750
