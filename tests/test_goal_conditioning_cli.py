@@ -77,3 +77,12 @@ def test_wrong_algorithm_and_mismatched_dataset(tmp_path, capsys):
              terminals=np.arange(10) % 5 == 4)
     code, _ = probe(run, 'crl', tmp_path, '--dataset_path', str(other))
     assert code == 2 and 'observations of shape (3,)' in capsys.readouterr().err
+
+
+def test_success_with_true_and_shuffled_goals_on_an_env(tmp_path):
+    # The line world's observations are 2-D like pointmaze's, so the agent can be rolled out there.
+    data = line_world(tmp_path / 'directional.npz', directional=True, episodes=20)
+    run = train_run(tmp_path, 'r', data, alpha=0.1, steps=50)
+    code, report = probe(run, 'crl', tmp_path, '--env_name', 'pointmaze-medium-navigate-v0', '--eval_episodes', '1')
+    assert 0.0 <= report['success_true_goals'] <= 1.0 and 0.0 <= report['success_shuffled_goals'] <= 1.0
+    assert report['env_name'] == 'pointmaze-medium-navigate-v0'
