@@ -71,7 +71,8 @@ class Detector:
 
 @dataclasses.dataclass
 class ValueDivergence(Detector):
-    """Q/value scale growing by more than `growth` within `window` logs, or leaving the bound
+    """Q/value scale growing by more than `growth` within `window` logs (past `growth_min_fraction` of the
+    bound when one is known: healthy learning also raises |Q| from ~0), or leaving the bound
     `bound_margin` x |r|max / (1 - gamma); and the collapse that often follows (the scale falling by
     `collapse` x from its peak). health/value_divergence = scale / bound."""
 
@@ -80,6 +81,7 @@ class ValueDivergence(Detector):
     bound_margin: float = 1.5
     collapse: float = 10.0
     min_scale: float = 1.0  # growth below this scale is ignored (values start near 0)
+    growth_min_fraction: float = 0.5  # with a bound, growth counts only above this fraction of it
     name = 'value_divergence'
 
     def reset_state(self):
@@ -103,7 +105,10 @@ class ValueDivergence(Detector):
         if bound and scale > self.bound_margin * bound:
             problems['bound'] = f'|Q| reached {scale:.3g}, beyond the bound |r|max/(1-gamma) = {bound:.3g}'
         low = min(recent)
-        if scale >= self.min_scale and scale > self.growth * max(low, 1e-8) and low > 0:
+        # Values rise from ~0 towards their true scale while a policy improves: with a known bound, growth
+        # only counts once it carries |Q| past `growth_min_fraction` of the bound.
+        big_enough = scale >= self.min_scale and (not bound or scale > self.growth_min_fraction * bound)
+        if big_enough and scale > self.growth * max(low, 1e-8) and low > 0:
             start = self.history[-len(recent)][0]
             problems['growth'] = f'|Q| grew {scale / low:.1f}x in {step - start} steps ({low:.3g} -> {scale:.3g})'
         if peak >= self.min_scale and scale < peak / self.collapse and step > peak_step:
@@ -264,7 +269,7 @@ class GradientTrouble(Detector):
 
     window: int = 10
     swing: float = 5.0
-    max_clip_fraction: float = 0.3
+    max_clip_fraction: float = 0.5
     vanish: float = 1e-8
     vanish_logs: int = 5
     name = 'gradient'
