@@ -19,15 +19,12 @@ float32 resolution).
 
 from __future__ import annotations
 
-import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
-import optax
 
 from impls.utils.encoders import make_encoder
-from impls.utils.flax_utils import ModuleDict, TrainState
 from impls.utils.gc_agent import GCAgent
 from impls.utils.losses import actor_loss, binary_nce_stats
 from impls.utils.networks import MLP, GCActor, ensemblize, one_hot_actions
@@ -120,7 +117,6 @@ class CMDAgent(GCAgent):
                 f'--agent.latent_dim={config["latent_dim"]} must be divisible by 2 x mrn_components '
                 f'({2 * config["mrn_components"]}).'
             )
-        rng, init_rng = jax.random.split(jax.random.PRNGKey(seed))
         num_discrete = action_dim if config['discrete'] else None
 
         def representation():
@@ -142,10 +138,7 @@ class CMDAgent(GCAgent):
                 tuple(config['value_hidden_dims']), config['latent_dim'], config['layer_norm'], 2, None, config['encoder']
             )
             inputs['psi'] = (ex_observations,)
-        network_def = ModuleDict(modules)
-        params = network_def.init(init_rng, **inputs)['params']
-        network = TrainState.create(network_def, params, tx=optax.adam(learning_rate=config['lr']))
-        return cls(rng, network=network, config=flax.core.FrozenDict(**config))
+        return cls.from_modules(seed, modules, inputs, config)
 
 
 def get_config():

@@ -11,13 +11,9 @@ Discrete actions: the critic takes one-hot actions; the DDPG term uses E_{a ~ pi
 
 from __future__ import annotations
 
-import flax
 import jax
-import jax.numpy as jnp
 import ml_collections
-import optax
 
-from impls.utils.flax_utils import ModuleDict, TrainState
 from impls.utils.gc_agent import GCAgent
 from impls.utils.losses import actor_loss, binary_nce_loss
 from impls.utils.networks import GCActor, GCBilinearValue
@@ -62,7 +58,6 @@ class CRLAgent(GCAgent):
     def create(cls, seed, ex_observations, ex_actions, config, action_dim):
         """ex_observations (B, ...) and ex_actions (B, A) float or (B,) int; action_dim = A or the
         number of discrete actions."""
-        rng, init_rng = jax.random.split(jax.random.PRNGKey(seed))
         num_discrete = action_dim if config['discrete'] else None
         critic = GCBilinearValue(
             hidden_dims=config['value_hidden_dims'],
@@ -90,10 +85,7 @@ class CRLAgent(GCAgent):
                 encoder=config['encoder'],
             )
             inputs['value'] = (ex_observations, ex_observations)
-        network_def = ModuleDict(modules)
-        params = network_def.init(init_rng, **inputs)['params']
-        network = TrainState.create(network_def, params, tx=optax.adam(learning_rate=config['lr']))
-        return cls(rng, network=network, config=flax.core.FrozenDict(**config))
+        return cls.from_modules(seed, modules, inputs, config)
 
 
 def get_config():

@@ -8,13 +8,11 @@ Actor:  DDPG+BC or AWR (impls.utils.losses.actor_loss).
 
 from __future__ import annotations
 
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
-import optax
 
-from impls.utils.flax_utils import ModuleDict, TrainState, polyak
+from impls.utils.flax_utils import polyak
 from impls.utils.gc_agent import GCAgent
 from impls.utils.losses import actor_loss, expectile_loss
 from impls.utils.networks import GCActor, GCValue
@@ -73,7 +71,6 @@ class GCIQLAgent(GCAgent):
 
     @classmethod
     def create(cls, seed, ex_observations, ex_actions, config, action_dim):
-        rng, init_rng = jax.random.split(jax.random.PRNGKey(seed))
         num_discrete = action_dim if config['discrete'] else None
 
         def critic():
@@ -99,11 +96,11 @@ class GCIQLAgent(GCAgent):
             target_critic=q_inputs,
             actor=(ex_observations, ex_observations),
         )
-        network_def = ModuleDict(modules)
-        params = network_def.init(init_rng, **inputs)['params']
-        params['modules_target_critic'] = jax.tree.map(jnp.copy, params['modules_critic'])  # no aliasing: update donates
-        network = TrainState.create(network_def, params, tx=optax.adam(learning_rate=config['lr']))
-        return cls(rng, network=network, config=flax.core.FrozenDict(**config))
+
+        def copy_target(params):  # a copy, not an alias: the fused update donates its input buffers
+            return dict(params, modules_target_critic=jax.tree.map(jnp.copy, params['modules_critic']))
+
+        return cls.from_modules(seed, modules, inputs, config, prepare_params=copy_target)
 
 
 def get_config():

@@ -8,15 +8,28 @@ from typing import Any
 import flax
 import jax
 import jax.numpy as jnp
+import optax
 
 from impls.utils.encoders import maybe_augment
-from impls.utils.flax_utils import nonpytree_field
+from impls.utils.flax_utils import ModuleDict, TrainState, nonpytree_field
 
 
 class GCAgent(flax.struct.PyTreeNode):
     rng: Any
     network: Any
     config: Any = nonpytree_field()
+
+    @classmethod
+    def from_modules(cls, seed, modules: dict, inputs: dict, config, prepare_params=None):
+        """Initialise named modules on their example inputs (module name -> tuple of arrays) under one Adam
+        optimiser. prepare_params(params) may adjust the initial parameters (e.g. copy a target network)."""
+        rng, init_rng = jax.random.split(jax.random.PRNGKey(seed))
+        network_def = ModuleDict(modules)
+        params = network_def.init(init_rng, **inputs)['params']
+        if prepare_params is not None:
+            params = prepare_params(params)
+        network = TrainState.create(network_def, params, tx=optax.adam(learning_rate=config['lr']))
+        return cls(rng, network=network, config=flax.core.FrozenDict(**config))
 
     def after_step(self, network):
         """Hook for what follows each optimiser step (e.g. a target-network update)."""

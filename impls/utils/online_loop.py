@@ -27,7 +27,7 @@ from impls.utils.config import apply_overrides
 from impls.utils.envs import EnvError, check_expert_actions, env_factory, load_expert, make_vec_env
 from impls.utils.health import HealthMonitor, health_context, parse_health_overrides, read_run_metrics
 from impls.utils.logging import Logger
-from impls.utils.offline_loop import TrainingError, _due, _prepare_run_dir
+from impls.utils.offline_loop import TrainingError, _prepare_run_dir
 
 
 def linear(start, end, fraction, step, total):
