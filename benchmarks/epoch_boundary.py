@@ -51,6 +51,7 @@ def main():
     p.add_argument('--epochs', type=int, default=10)
     p.add_argument('--log_interval', type=int, default=10)
     p.add_argument('--window', type=int, default=3, help='Logs averaged on each side of a step.')
+    p.add_argument('--hidden_dims', default='256,256', help='Actor and critic MLP sizes (CPU-sized).')
     p.add_argument('--seeds', default='0,1')
     p.add_argument('--runs_dir', default='runs/epoch_boundary')
     p.add_argument('--out', required=True)
@@ -66,6 +67,7 @@ def main():
                    '--batch_size', str(args.batch_size), '--steps', str(args.steps), '--epochs', str(args.epochs),
                    '--log_interval', str(args.log_interval), '--eval_episodes', '0', '--save_dir', run_dir,
                    '--wandb_mode', 'disabled', '--no_progress', '--updates_per_dispatch', str(args.log_interval),
+                   f'--agent.value_hidden_dims={args.hidden_dims}', f'--agent.actor_hidden_dims={args.hidden_dims}',
                    *[f.format(block=args.block_size, chunk=args.chunk_size) for f in flags], *extra]
             if os.path.isdir(os.path.join(run_dir, 'checkpoints')):
                 cmd.append('--resume')
