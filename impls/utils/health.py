@@ -268,7 +268,7 @@ class GradientTrouble(Detector):
     max/min over the window."""
 
     window: int = 10
-    swing: float = 5.0
+    swing: float = 10.0
     max_clip_fraction: float = 0.5
     vanish: float = 1e-8
     vanish_logs: int = 5
