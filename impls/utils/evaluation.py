@@ -49,6 +49,18 @@ def _stack(frames, frame_stack):
     return np.concatenate(list(frames), axis=-1) if frame_stack else frames[-1]
 
 
+_POOL: dict = {}
+
+
+def _pooled_envs(env_name: str, n: int):
+    """n evaluation envs, kept between evaluations: MuJoCo manipulation envs hold ~185 MB each and give
+    only part of it back on close(), so making fresh ones at every evaluation grows the process."""
+    pool = _POOL.setdefault(env_name, [])
+    while len(pool) < n:
+        pool.append(make_eval_env(env_name))
+    return pool[:n]
+
+
 def evaluate(
     agent,
     env_name: str,
@@ -59,58 +71,64 @@ def evaluate(
     task_ids=None,
     progress: bool = False,
     shuffle_goals: bool = False,
+    max_envs: int = 10,
 ):
     """Run episodes_per_task episodes on each task; returns {'overall_success', 'task{i}_success',
     'episode_length', 'seconds'} (success rates in [0, 1]).
 
+    Up to max_envs episodes run side by side (one batched policy call per step), in waves; episode k is
+    seeded from (seed, k), so results do not depend on max_envs.
     shuffle_goals: give each episode the goal of the next task instead of its own (success is still
     judged on its own task): a policy that ignores its goal scores the same either way."""
-    probe = make_eval_env(env_name)
-    task_infos = probe.unwrapped.task_infos if hasattr(probe.unwrapped, 'task_infos') else [None] * 5
-    task_ids = list(task_ids or range(1, len(task_infos) + 1))
-    envs = [probe] + [make_eval_env(env_name) for _ in range(len(task_ids) * episodes_per_task - 1)]
-    owners = [t for t in task_ids for _ in range(episodes_per_task)]
+    probe = _pooled_envs(env_name, 1)[0]
+    num_tasks = len(probe.unwrapped.task_infos) if hasattr(probe.unwrapped, 'task_infos') else 5
+    task_ids = list(task_ids or range(1, num_tasks + 1))
+    if shuffle_goals and len(task_ids) < 2:
+        raise ValueError('shuffle_goals needs at least 2 tasks.')
+    jobs = [(t, e) for t in task_ids for e in range(episodes_per_task)]
     start = time.perf_counter()
-
-    obs_frames, goals = [], []
-    for k, (env, task_id) in enumerate(zip(envs, owners)):
-        ob, info = env.reset(seed=seed * 100_003 + k, options=dict(task_id=task_id, render_goal=False))
-        ob = np.asarray(ob, dtype=np.float32 if np.asarray(ob).dtype != np.uint8 else np.uint8)
-        obs_frames.append([ob] * (frame_stack or 1))
-        goal = np.asarray(info['goal'], dtype=ob.dtype)
-        goals.append(np.concatenate([goal] * frame_stack, axis=-1) if frame_stack else goal)
-    goals = np.stack(goals)
-    if goals.shape[1:] != obs_frames[0][-1].shape[:-1] + (obs_frames[0][-1].shape[-1] * (frame_stack or 1),):
-        raise ValueError(f'{env_name}: goals have shape {goals.shape[1:]} but observations {obs_frames[0][-1].shape}.')
-    if shuffle_goals:
-        if len(task_ids) < 2:
-            raise ValueError('shuffle_goals needs at least 2 tasks.')
-        goals = np.roll(goals, -episodes_per_task, axis=0)
-    n = len(envs)
-    active = np.ones(n, dtype=bool)
-    success = np.zeros(n, dtype=bool)
-    length = np.zeros(n, dtype=np.int64)
+    success = np.zeros(len(jobs), dtype=bool)
+    length = np.zeros(len(jobs), dtype=np.int64)
     key = jax.random.PRNGKey(seed)
     from tqdm import tqdm
 
-    bar = tqdm(desc='evaluating', unit='step', disable=not progress, leave=False)
-    while active.any():
-        obs = np.stack([_stack(f, frame_stack) for f in obs_frames])
-        key, sub = jax.random.split(key)
-        actions = np.asarray(agent.sample_actions(obs, goals, seed=sub, temperature=temperature))
-        for k in np.flatnonzero(active):
-            ob, _, terminated, truncated, info = envs[k].step(actions[k])
-            length[k] += 1
-            obs_frames[k] = obs_frames[k][1:] + [np.asarray(ob, dtype=obs.dtype)]
-            if terminated or truncated:
-                active[k] = False
-                success[k] = bool(info['success'])
-        bar.update(1)
+    bar = tqdm(total=len(jobs), desc='evaluating', unit='episode', disable=not progress, leave=False)
+    for wave_start in range(0, len(jobs), max_envs):
+        wave = list(range(wave_start, min(wave_start + max_envs, len(jobs))))
+        envs = _pooled_envs(env_name, len(wave))
+        obs_frames, goals = [], []
+        for env, k in zip(envs, wave):
+            task_id = jobs[k][0]
+            ob, info = env.reset(seed=seed * 100_003 + k, options=dict(task_id=task_id, render_goal=False))
+            ob = np.asarray(ob, dtype=np.float32 if np.asarray(ob).dtype != np.uint8 else np.uint8)
+            obs_frames.append([ob] * (frame_stack or 1))
+            if shuffle_goals:  # the goal of the next task, from a throwaway reset of a pooled env
+                other = task_ids[(task_ids.index(task_id) + 1) % len(task_ids)]
+                _, other_info = _pooled_envs(env_name, len(wave) + 1)[-1].reset(
+                    seed=seed * 100_003 + k, options=dict(task_id=other, render_goal=False))
+                info = other_info
+            goal = np.asarray(info['goal'], dtype=ob.dtype)
+            goals.append(np.concatenate([goal] * frame_stack, axis=-1) if frame_stack else goal)
+        goals = np.stack(goals)
+        if goals.shape[1:] != obs_frames[0][-1].shape[:-1] + (obs_frames[0][-1].shape[-1] * (frame_stack or 1),):
+            raise ValueError(f'{env_name}: goals have shape {goals.shape[1:]} but observations {obs_frames[0][-1].shape}.')
+        active = np.ones(len(wave), dtype=bool)
+        while active.any():
+            obs = np.stack([_stack(f, frame_stack) for f in obs_frames])
+            key, sub = jax.random.split(key)
+            actions = np.asarray(agent.sample_actions(obs, goals, seed=sub, temperature=temperature))
+            for i in np.flatnonzero(active):
+                ob, _, terminated, truncated, info = envs[i].step(actions[i])
+                length[wave[i]] += 1
+                obs_frames[i] = obs_frames[i][1:] + [np.asarray(ob, dtype=obs.dtype)]
+                if terminated or truncated:
+                    active[i] = False
+                    success[wave[i]] = bool(info['success'])
+                    bar.update(1)
     bar.close()
-    for env in envs:
-        env.close()
     result = {'overall_success': float(success.mean()), 'episode_length': float(length.mean())}
+    owners = np.array([t for t, _ in jobs])
     for task_id in task_ids:
-        result[f'task{task_id}_success'] = float(success[np.asarray(owners) == task_id].mean())
+        result[f'task{task_id}_success'] = float(success[owners == task_id].mean())
     result['seconds'] = time.perf_counter() - start
     return result
