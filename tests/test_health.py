@@ -49,8 +49,11 @@ def test_objective_mismatch_needs_both_slopes_significant():
 def test_goal_ignoring_from_the_probe_after_warmup():
     stream = [(s, {'training/actor/bc_loss': 50.0, 'training/actor/q_loss': -1.0,
                    'health/probe/action_sensitivity': 0.01}) for s in steps(10)]
-    fired = run(stream)[1]
-    assert fired['goal_ignoring'] == 5000  # the default warmup
+    # The probe runs every other log; between probes the detector keeps its state (one warning, not one per probe).
+    stream = [(s, m if i % 2 else {k: v for k, v in m.items() if not k.startswith('health/')})
+              for i, (s, m) in enumerate(stream)]
+    monitor, fired, _, _ = run(stream)
+    assert fired['goal_ignoring'] == 6000 and len(monitor.alarms) == 1  # the first probe after the warmup
     healthy = [(s, {'training/actor/bc_loss': 0.3, 'training/actor/q_loss': -1.0,
                     'health/probe/action_sensitivity': 0.6}) for s in steps(10)]
     assert 'goal_ignoring' not in run(healthy)[1]

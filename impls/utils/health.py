@@ -198,7 +198,9 @@ class GoalIgnoring(Detector):
         if ratio is None and sensitivity is None:
             return None, None
         value = sensitivity if sensitivity is not None else ratio
-        if step < self.warmup or sensitivity is None or sensitivity >= self.min_sensitivity:
+        if sensitivity is None:  # no probe at this log: keep the current state
+            return value, None
+        if step < self.warmup or sensitivity >= self.min_sensitivity:
             self.firing = False
             return value, None
         if self.firing:
