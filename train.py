@@ -34,7 +34,7 @@ def build_parser():
       'ALE/Breakout-v5).')
     a('--env_entry_point', default=None, help='Online agents: MODULE:CLASS of a gymnasium.Env outside the registry.')
     a('--num_envs', type=int, default=1, help='Online agents: parallel environments.')
-    a('--expert', default=None, help='Online agents: expert for the curriculum: "cartpole" or MODULE:CALLABLE.')
+    a('--expert', default=None, help='Online agents: expert for the curriculum: "cartpole", a run directory of a trained online agent, or MODULE:CALLABLE.')
     a('--reward_bound', type=float, default=None,
       help='Online agents: |r|max, for the value-divergence bound |r|max / (1 - gamma).')
     a('--slope_window', type=int, default=20, help='Online agents: episodes in the reward-slope window.')

@@ -12,6 +12,7 @@ from impls.utils.checkpoints import Checkpointer
 from tests.conftest import restored_leaves
 
 CORRIDOR = 'tests.fixtures.custom_envs:Corridor'
+PIXELS = 'tests.fixtures.custom_envs:PixelCorridor'
 FAST = ['--agent.learning_starts=200', '--agent.training_steps_per_sample=0.5', '--agent.hidden_dims=32',
         '--agent.epsilon_fraction=0.3', '--agent.lr=1e-3', '--agent.batch_size=32', '--agent.buffer_size=2000',
         '--agent.hard_update_every=20']
@@ -63,6 +64,31 @@ def test_expert_curriculum_logs_agent_and_expert_returns(tmp_path):
     assert float(rows[0]['charts/expert_ratio']) > float(rows[-1]['charts/expert_ratio'])
 
 
+def test_trained_checkpoint_drives_as_expert(tmp_path):
+    train.main(online(tmp_path / 'teacher', '--train_steps', '3000'))
+    out = train.main(online(tmp_path / 'student', '--train_steps', '600', '--expert', str(tmp_path / 'teacher'),
+                            '--agent.expert_ratio_start=1.0', '--agent.expert_ratio_floor=1.0', '--eval_episodes', '0'))
+    assert out['last10_return'] is None  # every episode was the expert's
+    with open(tmp_path / 'student' / 'train.csv') as f:
+        rows = list(csv.DictReader(f))
+    assert float(rows[-1]['charts/expert_return']) == 1.0  # the trained teacher walks right
+
+
+def test_nature_cnn_trains_on_pixels(tmp_path):
+    out = train.main(online(tmp_path / 'run', '--train_steps', '400', '--agent.torso=nature_cnn', entry=PIXELS))
+    assert out['agent'].params['NatureCNN_0']['Conv_0']['kernel'].shape == (8, 8, 2, 32)
+    assert np.isfinite(out['eval_return'])
+
+
+def test_linear_lr_decay_reaches_lr_end(tmp_path):
+    train.main(online(tmp_path / 'run', '--train_steps', '1200', '--agent.lr_end=0.0', '--eval_episodes', '0',
+                      '--log_interval', '200'))
+    with open(tmp_path / 'run' / 'train.csv') as f:
+        lrs = [float(r['training/optim/lr']) for r in csv.DictReader(f) if r.get('training/optim/lr')]
+    assert lrs[0] == pytest.approx(1e-3, rel=0.2) and lrs[-1] < 1e-4
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+
+
 def _error(capsys, argv):
     with pytest.raises(SystemExit) as e:
         train.main(argv)
@@ -75,6 +101,7 @@ def _error(capsys, argv):
     (dict(entry='no_such_module:Env'), "cannot import 'no_such_module'"),
     (dict(entry='tests.fixtures.custom_envs:NotAnEnv'), 'not a gymnasium.Env'),
     (dict(entry='tests.fixtures.custom_envs:Continuous'), 'needs a discrete action space'),
+    (dict(entry='tests.fixtures.custom_envs:PixelCorridor'), '--agent.torso=nature_cnn'),
 ])
 def test_bad_environments(capsys, tmp_path, argv_change, message):
     entry = argv_change.get('entry', CORRIDOR)

@@ -81,12 +81,17 @@ def load_agent(path: str, algorithm: str | None = None):
     config = spec.get_config()
     with config.unlocked():
         config.update({k: tuple(v) if isinstance(v, list) else v for k, v in record['agent'].items()})
+    checkpointer = Checkpointer(ckpt_dir)
+    if checkpointer.latest_step() is None:
+        raise CheckpointError(f'no checkpoint in {ckpt_dir}.')
+    if spec.kind == 'online':
+        ex_obs = np.zeros((1, *record['observation_shape']), dtype=record['observation_dtype'])
+        template = spec.agent_cls.create(0, ex_obs, record['num_actions'], config)
+        agent, meta = checkpointer.restore(template, step=step, expect=dict(algorithm=record['algorithm']))
+        return agent, record, int(meta['step'])
     discrete = bool(config.discrete)
     ex_obs = np.zeros((2, *record['input_shape']), dtype=record['input_dtype'])
     ex_actions = np.zeros((2,), np.int32) if discrete else np.zeros((2, record['action_dim']), np.float32)
     template = spec.agent_cls.create(0, ex_obs, ex_actions, config, record['action_dim'])
-    checkpointer = Checkpointer(ckpt_dir)
-    if checkpointer.latest_step() is None:
-        raise CheckpointError(f'no checkpoint in {ckpt_dir}.')
     agent, meta = checkpointer.restore(template, step=step, expect=dict(algorithm=record['algorithm']))
     return agent, record, int(meta['step'])

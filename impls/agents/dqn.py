@@ -57,11 +57,20 @@ class QNetwork(nn.Module):
         return value + advantage - advantage.mean(axis=-1, keepdims=True)
 
 
+def lr_schedule(config):
+    """The learning rate as a function of the optimiser step (constant, or linear to lr_end)."""
+    if config['lr_end'] is None:
+        return optax.constant_schedule(config['lr'])
+    if not config['lr_decay_steps']:
+        raise ValueError('lr_end needs lr_decay_steps (the online loop sets it from --train_steps)')
+    return optax.linear_schedule(config['lr'], config['lr_end'], int(config['lr_decay_steps']))
+
+
 def make_optimizer(config):
     chain = []
     if config['max_grad_norm']:
         chain.append(optax.clip_by_global_norm(config['max_grad_norm']))
-    chain.append(optax.adam(config['lr'], eps=config['adam_eps']))
+    chain.append(optax.adam(lr_schedule(config), eps=config['adam_eps']))
     tx = optax.chain(*chain)
     if config['grad_accum'] > 1:
         tx = optax.MultiSteps(tx, every_k_schedule=config['grad_accum'])
@@ -139,10 +148,22 @@ class DQNAgent(flax.struct.PyTreeNode):
             'grad/norm_clipped': jnp.minimum(norm, max_norm) if max_norm else norm,
             'grad/clipped_fraction': (norm > max_norm).astype(jnp.float32) if max_norm else jnp.zeros(()),
             'target/lag': lag,
+            'optim/lr': lr_schedule(self.config)(self.step),
             'td_errors': td,
         })
         agent = self.replace(params=params, target_params=target, opt_state=opt_state, step=step, calls=self.calls + 1)
         return agent, info
+
+    def policy_fn(self):
+        """A jitted (params, observations) -> greedy actions (B,) int32, for acting in the online loop: its
+        only arguments are the parameters, not the whole agent (optimiser state included) to flatten per step."""
+        network = self.network
+
+        @jax.jit
+        def act(params, observations):
+            return jnp.argmax(network.apply({'params': params}, observations), axis=-1).astype(jnp.int32)
+
+        return act
 
     @jax.jit
     def sample_actions(self, observations, seed, epsilon=0.0):
@@ -172,6 +193,8 @@ def get_config():
         dict(
             agent_name='dqn',  # Agent name.
             lr=2.5e-4,  # Adam learning rate (CleanRL's CartPole setting).
+            lr_end=ml_collections.config_dict.placeholder(float),  # Linear decay of lr to this value (None: constant).
+            lr_decay_steps=0,  # Optimiser steps of that decay (0: the online loop sets it to the whole run).
             adam_eps=1e-8,  # Adam epsilon.
             batch_size=128,  # Minibatch size.
             discount=0.99,  # Discount gamma.

@@ -6,11 +6,13 @@ Shapes: batch dims (...) then the action dim A for the Gaussian; logits (..., A)
 
 from __future__ import annotations
 
+import math
+
 import flax
 import jax
 import jax.numpy as jnp
 
-_LOG_2PI = jnp.log(2.0 * jnp.pi)
+_LOG_2PI = math.log(2.0 * math.pi)  # a Python float: no jax computation at import
 
 
 class DiagGaussian(flax.struct.PyTreeNode):

@@ -1,9 +1,12 @@
 """Online environments: gymnasium ids or `module:Class` entry points, vectorised, with Atari's standard
-preprocessing; and the expert policies of the expert curriculum."""
+preprocessing (no-op starts, frame skip 4 with max-pooling, 84x84 grey, rewards clipped to their sign for
+learning while the logged return is the game's score, 4 stacked frames channels-last); and the expert
+policies of the expert curriculum."""
 
 from __future__ import annotations
 
 import importlib
+import os
 
 import gymnasium
 import numpy as np
@@ -28,6 +31,10 @@ def _load(spec: str, what: str):
 
 def is_atari(env_id: str) -> bool:
     return env_id.startswith('ALE/') or 'NoFrameskip' in env_id
+
+
+def _sign(reward):
+    return float(np.sign(reward))
 
 
 def _to_channels_last(obs):
@@ -64,8 +71,10 @@ class EnvFactory:
             env = gymnasium.make(self.env_id, frameskip=1, repeat_action_probability=0.0)
             env = gymnasium.wrappers.AtariPreprocessing(env, frame_skip=4, screen_size=84, terminal_on_life_loss=False,
                                                         grayscale_obs=True, noop_max=30)
+            env = gymnasium.wrappers.RecordEpisodeStatistics(env)  # the game's score, before reward clipping
+            env = gymnasium.wrappers.TransformReward(env, _sign)
             env = gymnasium.wrappers.FrameStackObservation(env, self.atari_frame_stack)
-            env = gymnasium.wrappers.TransformObservation(
+            return gymnasium.wrappers.TransformObservation(
                 env, _to_channels_last, gymnasium.spaces.Box(0, 255, (84, 84, self.atari_frame_stack), np.uint8))
         else:
             env = gymnasium.make(self.env_id)
@@ -95,12 +104,38 @@ def cartpole_expert(observations):
 BUILTIN_EXPERTS = {'cartpole': cartpole_expert}
 
 
+class CheckpointExpert:
+    """The greedy policy of an online agent saved by train.py (a run directory or a checkpoint in it)."""
+
+    def __init__(self, path: str):
+        import jax
+
+        from impls.agents import load_agent
+
+        self.agent, record, self.step = load_agent(path)
+        self.key = jax.random.PRNGKey(0)
+        if not hasattr(self.agent, 'sample_actions') or 'num_actions' not in record:
+            raise EnvError(f'--expert {path}: the checkpoint holds a {record["algorithm"]} agent, not an online '
+                           f'discrete-action agent.')
+
+    def __call__(self, observations):
+        return np.asarray(self.agent.sample_actions(observations, self.key, 0.0))
+
+
 def load_expert(spec: str | None):
-    """None, 'cartpole', or MODULE:CALLABLE taking a batch of observations and returning actions."""
+    """None, 'cartpole', a checkpoint of an online agent (run directory), or MODULE:CALLABLE taking a batch of
+    observations and returning actions."""
     if not spec:
         return None
     if spec in BUILTIN_EXPERTS:
         return BUILTIN_EXPERTS[spec]
+    if os.path.exists(spec):
+        from impls.agents import CheckpointError
+
+        try:
+            return CheckpointExpert(spec)
+        except CheckpointError as e:
+            raise EnvError(f'--expert {spec}: {e}') from e
     fn = _load(spec, '--expert')
     if not callable(fn):
         raise EnvError(f'--expert {spec} is not callable.')
