@@ -139,3 +139,21 @@ def test_epsilon_greedy():
     np.testing.assert_array_equal(agent.sample_actions(obs, jax.random.PRNGKey(0), 0.0), greedy)
     random = np.asarray(agent.sample_actions(obs, jax.random.PRNGKey(0), 1.0))
     assert 0.4 < np.mean(random == greedy) < 0.6
+
+
+def test_fast_agent_matches_the_agent_and_packs_its_metrics():
+    from impls.utils.online_loop import FastAgent
+
+    agent, rng = _dqn(), np.random.default_rng(0)
+    batches = [_batch(rng) for _ in range(3)]
+    fast = FastAgent(agent)
+    for batch in batches:
+        agent, info = agent.update(batch)
+        vector, td = fast.update(batch)
+    for x, y in zip(jax.tree.leaves(agent), jax.tree.leaves(fast.agent)):
+        np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
+    assert 'td_errors' not in fast.metric_names and 'q/mean' in fast.metric_names
+    np.testing.assert_allclose(vector[fast.metric_names.index('q/mean')], info['q/mean'], rtol=1e-5)
+    np.testing.assert_allclose(td, info['td_errors'], rtol=1e-5, atol=1e-6)
+    obs = batches[0]['observations']
+    np.testing.assert_array_equal(fast.act(obs), np.asarray(agent.q_values(obs)).argmax(-1))

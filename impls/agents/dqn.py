@@ -154,16 +154,9 @@ class DQNAgent(flax.struct.PyTreeNode):
         agent = self.replace(params=params, target_params=target, opt_state=opt_state, step=step, calls=self.calls + 1)
         return agent, info
 
-    def policy_fn(self):
-        """A jitted (params, observations) -> greedy actions (B,) int32, for acting in the online loop: its
-        only arguments are the parameters, not the whole agent (optimiser state included) to flatten per step."""
-        network = self.network
-
-        @jax.jit
-        def act(params, observations):
-            return jnp.argmax(network.apply({'params': params}, observations), axis=-1).astype(jnp.int32)
-
-        return act
+    def greedy_actions(self, observations):
+        """argmax_a Q(s, a) as (B,) int32; not jitted itself: the online loop jits it over the agent's arrays."""
+        return jnp.argmax(self.q_values(observations), axis=-1).astype(jnp.int32)
 
     @jax.jit
     def sample_actions(self, observations, seed, epsilon=0.0):
