@@ -1,0 +1,205 @@
+"""Ours vs OGBench's own implementations, side by side: the same agent, batch, batch size and networks
+(OGBench's defaults: batch 1024, 3x512 MLPs, latent 512), each implementation in its own process,
+alternating, updates per second after warm-up (median over repeats), the process's peak resident memory,
+and the loss of both on the same batch from the same parameters.
+
+    python benchmarks/compare_ogbench.py --ogbench_impls PATH/TO/ogbench/impls \\
+        [--ogbench_python OTHER_VENV/bin/python] [--agents crl gciql cmd] [--repeats 3] [--updates 10]
+
+PATH is a checkout of OGBench's `impls/` (never vendored here). CMD is compared with the public fork that
+adds `agents/cmd.py` to it (ours with --agent.goal_action=roll, the fork's formulation). OGBench's code
+needs distrax; --ogbench_python names a Python that has it (ours does not depend on it).
+
+The loss check: the OGBench process saves its initial parameters and its total loss on the batch; ours
+loads those parameters (module names mapped: see CANONICAL) and computes its total loss on the same batch. Timing: each process builds its agent,
+runs 2 warm-up updates (compilation), then times --updates single updates (blocking on the result).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+THEIR_CLASSES = {'crl': 'CRLAgent', 'gciql': 'GCIQLAgent', 'cmd': 'CMDAgent'}
+# Module names that differ only in spelling: OGBench's MLP wrappers (`actor_net`, `value_net`) are our
+# `MLP_0` / `VmapMLP_0` (ensembles), its actor head `mean_net` our `Dense_0`.
+CANONICAL = {'actor_net': 'net', 'value_net': 'net', 'MLP_0': 'net', 'VmapMLP_0': 'net', 'mean_net': 'Dense_0'}
+
+
+def canonical(key):
+    return '/'.join(CANONICAL.get(part, part) for part in key.split('/'))
+
+
+def check_impls(path, agents):
+    """A clear message when PATH is not OGBench's impls/ (or lacks the fork's cmd.py)."""
+    need = ['utils/flax_utils.py', 'utils/networks.py'] + [f'agents/{a}.py' for a in agents]
+    missing = [n for n in need if not os.path.isfile(os.path.join(path, n))]
+    if missing:
+        hint = (" (agents/cmd.py is in the CMD authors' fork of OGBench, not in OGBench itself; drop cmd from "
+                "--agents or point at the fork's impls/)") if missing == ['agents/cmd.py'] else ''
+        sys.exit(f'--ogbench_impls {path!r} is not a checkout of OGBench\'s impls/ directory: missing '
+                 f'{", ".join(missing)}{hint}. Clone github.com/seohongpark/ogbench and pass its impls/ folder.')
+
+
+def make_batch(batch_size, obs_dim=2, action_dim=2, seed=0):
+    """One batch with every key CRL, GCIQL and CMD read (pointmaze shapes)."""
+    rng = np.random.default_rng(seed)
+    f = lambda *s: rng.normal(size=s).astype(np.float32)  # noqa: E731
+    return dict(observations=f(batch_size, obs_dim), next_observations=f(batch_size, obs_dim),
+                actions=np.clip(f(batch_size, action_dim), -1, 1), value_goals=f(batch_size, obs_dim),
+                actor_goals=f(batch_size, obs_dim), rewards=-(rng.random(batch_size) < 0.9).astype(np.float32),
+                masks=(rng.random(batch_size) < 0.9).astype(np.float32))
+
+
+def flat_params(tree, prefix=()):
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict) or hasattr(v, 'items'):
+            out.update(flat_params(v, prefix + (k,)))
+        else:
+            out['/'.join(prefix + (k,))] = np.asarray(v)
+    return out
+
+
+def unflatten(flat):
+    tree = {}
+    for key, value in flat.items():
+        node = tree
+        *parents, leaf = key.split('/')
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return tree
+
+
+def time_updates(agent, batch, updates):
+    import jax
+
+    for _ in range(2):
+        agent, info = agent.update(batch)
+    jax.block_until_ready(agent)
+    times = []
+    for _ in range(updates):
+        t = time.perf_counter()
+        agent, info = agent.update(batch)
+        jax.block_until_ready(agent)
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def worker(args):
+    import jax
+
+    batch = dict(np.load(args.batch))
+    ex_obs, ex_act = batch['observations'][:1], batch['actions'][:1]
+    result = {}
+    if args.worker == 'theirs':
+        sys.path.insert(0, os.path.abspath(args.ogbench_impls))
+        module = importlib.import_module(f'agents.{args.agent}')
+        config = module.get_config()
+        extra = (1_000_000,) if args.agent == 'cmd' else ()  # the fork's create() also takes train_steps
+        agent = getattr(module, THEIR_CLASSES[args.agent]).create(0, ex_obs, ex_act, config, *extra)
+        loss, info = agent.total_loss(batch, agent.network.params, rng=jax.random.PRNGKey(1))
+        result['loss_terms'] = {k: float(v) for k, v in info.items() if 'loss' in k}
+        np.savez(args.params, **flat_params(jax.device_get(agent.network.params)))
+        result['loss'] = float(loss)
+    else:
+        sys.path.insert(0, ROOT)
+        from impls.agents import get_agent
+
+        spec = get_agent(args.agent)
+        config = spec.get_config()
+        if args.agent == 'cmd':
+            config.goal_action = 'roll'
+        agent = spec.agent_cls.create(0, ex_obs, ex_act, config, ex_act.shape[-1])
+        if args.params and os.path.exists(args.params):
+            theirs = {canonical(k): v for k, v in np.load(args.params).items()}
+            ours = {canonical(k): k for k in flat_params(jax.device_get(agent.network.params))}
+            ours_shapes = {canonical(k): v.shape for k, v in flat_params(jax.device_get(agent.network.params)).items()}
+            if set(theirs) == set(ours) and all(theirs[k].shape == ours_shapes[k] for k in ours):
+                params = jax.tree.map(jax.numpy.asarray, unflatten({ours[k]: theirs[k] for k in ours}))
+                # The loss reads target networks from the agent's own parameters: load them there too.
+                loaded = agent.replace(network=agent.network.replace(params=params))
+                loss, info = loaded.total_loss(batch, params, rng=jax.random.PRNGKey(1))
+                result['loss'] = float(loss)
+                result['loss_terms'] = {k: float(v) for k, v in info.items() if 'loss' in k}
+            else:
+                result['loss'] = None
+                result['param_mismatch'] = sorted(set(theirs) ^ set(ours))[:6]
+    times = time_updates(agent, batch, args.updates)
+    result.update(ms_per_update=1e3 * float(np.median(times)),
+                  peak_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
+                  devices=str(jax.devices()))
+    print('RESULT ' + json.dumps(result))
+
+
+def run_worker(python, which, agent, args, batch_path, params_path):
+    cmd = [python, os.path.abspath(__file__), '--worker', which, '--agent', agent, '--batch', batch_path,
+           '--params', params_path, '--updates', str(args.updates), '--ogbench_impls', args.ogbench_impls]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith('RESULT ')]
+    if proc.returncode != 0 or not lines:
+        sys.exit(f'{which} {agent} failed ({proc.returncode}):\n{proc.stderr[-3000:]}')
+    return json.loads(lines[-1][7:])
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--ogbench_impls', required=True)
+    p.add_argument('--ogbench_python', default=sys.executable)
+    p.add_argument('--agents', nargs='+', default=['crl', 'gciql'], choices=sorted(THEIR_CLASSES))
+    p.add_argument('--batch_size', type=int, default=1024)
+    p.add_argument('--repeats', type=int, default=3)
+    p.add_argument('--updates', type=int, default=10)
+    p.add_argument('--out', default=os.path.join(ROOT, 'benchmarks', 'results', 'compare_ogbench.json'))
+    p.add_argument('--worker', choices=['ours', 'theirs'], help=argparse.SUPPRESS)
+    p.add_argument('--agent', help=argparse.SUPPRESS)
+    p.add_argument('--batch', help=argparse.SUPPRESS)
+    p.add_argument('--params', help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        return worker(args)
+    check_impls(args.ogbench_impls, args.agents)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        batch_path = os.path.join(tmp, 'batch.npz')
+        np.savez(batch_path, **make_batch(args.batch_size))
+        for agent in args.agents:
+            params_path = os.path.join(tmp, f'{agent}_params.npz')
+            runs = {'theirs': [], 'ours': []}
+            for r in range(args.repeats):
+                for which, python in (('theirs', args.ogbench_python), ('ours', sys.executable)):
+                    out = run_worker(python, which, agent, args, batch_path, params_path)
+                    runs[which].append(out)
+                    print(f'{agent} repeat {r} {which:>6}: {out["ms_per_update"]:8.1f} ms/update, peak RSS '
+                          f'{out["peak_rss_gb"]:.2f} GB, loss {out.get("loss")}', flush=True)
+            med = {w: float(np.median([x['ms_per_update'] for x in v])) for w, v in runs.items()}
+            peak = {w: float(np.max([x['peak_rss_gb'] for x in v])) for w, v in runs.items()}
+            loss_t, loss_o = runs['theirs'][0].get('loss'), runs['ours'][0].get('loss')
+            results[agent] = dict(
+                ms_per_update=med, speedup=med['theirs'] / med['ours'], peak_rss_gb=peak,
+                loss_theirs=loss_t, loss_ours=loss_o,
+                loss_rel_diff=None if loss_o is None else abs(loss_o - loss_t) / max(abs(loss_t), 1e-12),
+                param_mismatch=runs['ours'][0].get('param_mismatch'), runs=runs)
+            print(f'{agent}: ours {med["ours"]:.1f} ms vs OGBench {med["theirs"]:.1f} ms per update -> '
+                  f'{results[agent]["speedup"]:.2f}x; peak RSS ours {peak["ours"]:.2f} GB vs {peak["theirs"]:.2f} '
+                  f'GB; loss on the same batch and parameters: ours {loss_o} vs OGBench {loss_t}', flush=True)
+    results['meta'] = dict(batch_size=args.batch_size, repeats=args.repeats, updates=args.updates,
+                           date=time.strftime('%Y-%m-%d'), cpu_count=os.cpu_count())
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, 'w') as f:
+        json.dump(results, f, indent=2)
+
+
+if __name__ == '__main__':
+    main()
