@@ -54,6 +54,13 @@ def build_parser():
     a('--wandb_mode', default=None, choices=['online', 'offline', 'disabled'],
       help='wandb mode (default: $WANDB_MODE, else offline).')
     a('--seed', type=int, default=0, help='Seed for parameters, batches and evaluation.')
+    a('--num_devices', type=int, default=0,
+      help='Offline agents: data-parallel over this many devices (0: all local devices; the batch is split).')
+    a('--distributed', action='store_true',
+      help='Several hosts: call jax.distributed.initialize() first (coordinator from the environment).')
+    a('--num_seeds', type=int, default=1,
+      help='Offline agents: train seeds SEED..SEED+N-1 at once in one process (vmapped), each with its own data '
+           'order and evaluation; logs each seed and the mean.')
     a('--train_steps', type=int, default=None,
       help='Offline: gradient steps (default 20000, or steps x epochs). Online: environment steps (default 50000).')
     a('--steps', type=int, default=None, help='Steps per epoch (default: one pass over the data).')
@@ -109,6 +116,10 @@ def main(argv=None):
 
     try:
         args = parse_args(argv)
+        if args.distributed:
+            import jax
+
+            jax.distributed.initialize()
         spec = get_agent(args.algorithm)
         loops = {'offline_gc': run_offline, 'online': run_online}
         return loops[spec.kind](args, spec)

@@ -53,8 +53,9 @@ def resolve_checkpoint(path: str):
     return path, None
 
 
-def load_agent(path: str, algorithm: str | None = None):
-    """Restore an agent from a checkpoint written by train.py, using the config saved beside it.
+def load_agent(path: str, algorithm: str | None = None, seed_index: int = 0):
+    """Restore an agent from a checkpoint written by train.py, using the config saved beside it (from a
+    --num_seeds run: the seed at `seed_index`).
 
     Returns (agent, record, step); record is the saved config.json (algorithm, agent config, dataset, ...)."""
     import json
@@ -93,5 +94,14 @@ def load_agent(path: str, algorithm: str | None = None):
     ex_obs = np.zeros((2, *record['input_shape']), dtype=record['input_dtype'])
     ex_actions = np.zeros((2,), np.int32) if discrete else np.zeros((2, record['action_dim']), np.float32)
     template = spec.agent_cls.create(0, ex_obs, ex_actions, config, record['action_dim'])
+    num_seeds = int(record.get('num_seeds', 1))
+    if num_seeds > 1:  # a --num_seeds run: all seeds in one checkpoint; return one of them
+        from impls.utils.seeds import stack_agents, unstack_agent
+
+        if not 0 <= seed_index < num_seeds:
+            raise CheckpointError(f'seed index {seed_index} but the checkpoint holds {num_seeds} seeds.')
+        stacked, meta = checkpointer.restore(stack_agents([template] * num_seeds), step=step,
+                                             expect=dict(algorithm=record['algorithm']))
+        return unstack_agent(stacked, seed_index), record, int(meta['step'])
     agent, meta = checkpointer.restore(template, step=step, expect=dict(algorithm=record['algorithm']))
     return agent, record, int(meta['step'])

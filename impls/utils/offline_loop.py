@@ -22,6 +22,8 @@ from impls.data.sampler import GoalSampler
 from impls.utils.checkpoints import Checkpointer, json_safe
 from impls.utils.config import apply_overrides
 from impls.utils.flax_utils import scan_updates
+from impls.utils.sharding import ShardingError, check_divisible, data_mesh, replicate, shard_batch
+from impls.utils.seeds import SeedMemoryError, check_seed_memory, scan_seed_updates, stack_agents, unstack_agent
 from impls.utils.goal_probe import goal_sensitivity, probe_batch
 from impls.utils.health import HealthMonitor, health_context, parse_health_overrides, read_run_metrics
 from impls.utils.logging import Logger
@@ -153,15 +155,28 @@ def run_offline(args, spec):
     monitor = HealthMonitor(health_context(json_safe(config)), parse_health_overrides(args.health, disable), disable,
                             printer=lambda text: tqdm.write(text))
 
-    index_kwargs = dict(steps_per_epoch=args.steps)
-    if args.block_size is not None or args.chunk_size is not None:
-        block = args.block_size or 150
-        index_source = BlockShuffleIndices(
-            train, batch_size, block, args.chunk_size or block * 14, seed=args.seed, shuffle_seed=args.shuffle_seed,
-            frame_stack=config.frame_stack, **index_kwargs,
-        )
-    else:
-        index_source = UniformIndices(train, batch_size, **index_kwargs)
+    num_seeds = args.num_seeds or 1
+    if num_seeds < 1:
+        raise TrainingError(f'--num_seeds must be at least 1, got {num_seeds}.')
+    seeds = [args.seed + i for i in range(num_seeds)]  # --num_seeds N: seeds S..S+N-1, vmapped in one process
+
+    def make_index_source(seed):
+        index_kwargs = dict(steps_per_epoch=args.steps)
+        if args.block_size is not None or args.chunk_size is not None:
+            block = args.block_size or 150
+            return BlockShuffleIndices(
+                train, batch_size, block, args.chunk_size or block * 14, seed=seed, shuffle_seed=args.shuffle_seed,
+                frame_stack=config.frame_stack, **index_kwargs,
+            )
+        return UniformIndices(train, batch_size, **index_kwargs)
+
+    index_sources = [make_index_source(seed) for seed in seeds]  # each seed its own data order
+    try:
+        mesh = data_mesh(args.num_devices)  # data parallel over the devices (None: one device)
+        check_divisible(batch_size, mesh)
+    except ShardingError as e:
+        raise TrainingError(str(e)) from e
+    index_source = index_sources[0]
     total = args.train_steps
     if args.epochs is not None:
         by_epochs = args.epochs * index_source.steps_per_epoch
@@ -177,6 +192,15 @@ def run_offline(args, spec):
     example = make_batch(sampler, UniformIndices(train, 2), args.seed, 0)
     action_dim = train.action_dim()
     agent = spec.agent_cls.create(args.seed, example['observations'], example['actions'], config, action_dim)
+    if num_seeds > 1:
+        try:
+            check_seed_memory(agent, make_batch(sampler, index_source, args.seed, 0), num_seeds,
+                              args.updates_per_dispatch)
+        except SeedMemoryError as e:
+            raise TrainingError(str(e)) from e
+        agent = stack_agents([agent] + [spec.agent_cls.create(s, example['observations'], example['actions'], config,
+                                                              action_dim) for s in seeds[1:]])
+    agent = replicate(agent, mesh)
 
     run_dir = args.save_dir or os.path.join('runs', f'{args.algorithm}-{args.env_name}-s{args.seed}')
     ckpt_dir = args.ckpt_dir or os.path.join(run_dir, 'checkpoints')
@@ -186,12 +210,15 @@ def run_offline(args, spec):
         algorithm=args.algorithm, agent=agent_config, env_name=args.env_name, dataset_path=train.path,
         action_dim=action_dim, observation_shape=list(train.observation_shape), seed=args.seed,
         input_shape=list(example['observations'].shape[1:]), input_dtype=str(example['observations'].dtype),
+        num_seeds=num_seeds,
         flags={k: v for k, v in vars(args).items() if k != 'agent_overrides'},
     )
     checkpointer = Checkpointer(ckpt_dir)
     start = 0
     if args.resume:
-        agent, meta = checkpointer.restore(agent, expect=dict(algorithm=args.algorithm, agent=agent_config))
+        agent, meta = checkpointer.restore(agent, expect=dict(algorithm=args.algorithm, agent=agent_config,
+                                                              **({'num_seeds': num_seeds} if num_seeds > 1 else {})))
+        agent = replicate(agent, mesh)
         start = int(meta['step'])
         monitor.replay(read_run_metrics(run_dir, until_step=start))
         print(f'Resumed {run_dir} at step {start}.')
@@ -207,7 +234,22 @@ def run_offline(args, spec):
     probe_data = probe_batch(val_sampler or sampler, val or train, 256, args.seed) if probe_interval else None
 
     def make_segment(seg_start, n):
-        return jax.device_put(stacked_batches(sampler, index_source, args.seed, seg_start, n))
+        if num_seeds == 1:  # (n, B, ...)
+            return shard_batch(stacked_batches(sampler, index_source, args.seed, seg_start, n), mesh, 1)
+        per_seed = [stacked_batches(sampler, src, seed, seg_start, n) for src, seed in zip(index_sources, seeds)]
+        return shard_batch({k: np.stack([b[k] for b in per_seed], axis=1) for k in per_seed[0]}, mesh, 2)
+
+    def seed_metrics(prefix, info):
+        """Per-seed arrays -> the mean over seeds under `prefix/key`, and each seed under `prefix/key/seedI`."""
+        out = {}
+        for k, v in info.items():
+            v = np.asarray(v)
+            out[f'{prefix}/{k}'] = float(np.mean(v)) if num_seeds > 1 else v
+            if num_seeds > 1:
+                out.update({f'{prefix}/{k}/seed{s}': float(x) for s, x in zip(seeds, v)})
+        return out
+
+    first_agent = (lambda a: a) if num_seeds == 1 else (lambda a: unstack_agent(a, 0))
 
     bar = tqdm(total=total, initial=start, desc=f'{args.algorithm} {args.env_name}', unit='step',
                disable=args.no_progress, dynamic_ncols=True)
@@ -216,7 +258,7 @@ def run_offline(args, spec):
     timer_start, timer_steps, train_seconds = time.perf_counter(), 0, 0.0
     try:
         for seg_start, n, batches in prefetcher:
-            agent, info = scan_updates(agent, batches)
+            agent, info = scan_updates(agent, batches) if num_seeds == 1 else scan_seed_updates(agent, batches)
             step = seg_start + n
             timer_steps += n
             bar.update(n)
@@ -224,7 +266,7 @@ def run_offline(args, spec):
                 info = jax.device_get(info)
                 elapsed = time.perf_counter() - timer_start
                 train_seconds += elapsed
-                metrics = {f'training/{k}': v for k, v in info.items()}
+                metrics = seed_metrics('training', info)
                 bad = [k for k, v in metrics.items() if not np.all(np.isfinite(v))]
                 if bad:
                     monitor.observe(step, metrics)
@@ -233,28 +275,38 @@ def run_offline(args, spec):
                         f'in {ckpt_dir} (step {checkpointer.latest_step()}) is intact. Lower --agent.lr or check the data.'
                     )
                 if probe_data is not None and _due(step, probe_interval, total):
-                    probe = goal_sensitivity(agent, probe_data, num_alt_goals=4, seed=args.seed)
+                    probe = goal_sensitivity(first_agent(agent), probe_data, num_alt_goals=4, seed=args.seed)
                     metrics['health/probe/action_sensitivity'] = probe['action_sensitivity']
                     metrics['health/probe/value_auc'] = probe['value_auc']
                 if val_sampler is not None:
                     val_batch = make_batch(val_sampler, UniformIndices(val, batch_size), args.seed + 1, step)
-                    _, val_info = agent.total_loss(val_batch, agent.network.params)
-                    metrics.update({f'validation/{k}': v for k, v in jax.device_get(val_info).items()})
+                    if num_seeds == 1:
+                        _, val_info = agent.total_loss(val_batch, agent.network.params)
+                    else:
+                        _, val_info = jax.vmap(lambda a: a.total_loss(val_batch, a.network.params))(agent)
+                    metrics.update(seed_metrics('validation', jax.device_get(val_info)))
                 metrics['training/epoch'] = index_source.epoch_of(step - 1)
                 metrics['time/steps_per_second'] = timer_steps / elapsed
                 metrics['time/train_seconds'] = train_seconds
                 metrics.update(monitor.observe(step, metrics))
                 logger.log('train', step, metrics)
-                bar.set_postfix(loss=f"{float(info.get('critic/critic_loss', info.get('critic/contrastive_loss', 0))):.3g}")
+                bar.set_postfix(loss=f"{np.mean(info.get('critic/critic_loss', info.get('critic/contrastive_loss', 0))):.3g}")
                 timer_start, timer_steps = time.perf_counter(), 0
             if args.eval_episodes > 0 and _due(step, eval_interval, total):
                 from impls.utils.evaluation import evaluate
 
                 t0 = time.perf_counter()
-                result = evaluate(agent, args.env_name, args.eval_episodes, seed=args.seed * 1000 + step,
-                                  temperature=args.eval_temperature, frame_stack=config.frame_stack)
+                results = [evaluate(unstack_agent(agent, i) if num_seeds > 1 else agent, args.env_name,
+                                    args.eval_episodes, seed=s * 1000 + step, temperature=args.eval_temperature,
+                                    frame_stack=config.frame_stack) for i, s in enumerate(seeds)]
+                result = {k: float(np.mean([r[k] for r in results])) for k in results[0]}
+                if num_seeds > 1:
+                    result['per_seed_success'] = [r['overall_success'] for r in results]
                 last_eval = result
-                eval_metrics = {f'evaluation/{k}': v for k, v in result.items()}
+                if num_seeds == 1:
+                    eval_metrics = {f'evaluation/{k}': v for k, v in results[0].items()}
+                else:
+                    eval_metrics = seed_metrics('evaluation', {k: [r[k] for r in results] for k in results[0]})
                 eval_metrics.update(monitor.observe(step, eval_metrics))
                 logger.log('eval', step, eval_metrics)
                 tasks = ' '.join(f'{v:.2f}' for k, v in result.items() if k.startswith('task'))
@@ -264,7 +316,7 @@ def run_offline(args, spec):
             if _due(step, ckpt_every, total):
                 t0 = time.perf_counter()
                 checkpointer.save(step, agent, dict(step=step, algorithm=args.algorithm, agent=agent_config,
-                                                    epoch=index_source.epoch_of(step - 1)))
+                                                    epoch=index_source.epoch_of(step - 1), num_seeds=num_seeds))
                 timer_start += time.perf_counter() - t0
     finally:
         prefetcher.close()
@@ -272,8 +324,10 @@ def run_offline(args, spec):
         logger.close()
         monitor.write_report(run_dir)
     if last_eval is not None:
-        print(f'Final success rate over {len(last_eval) - 3} tasks x {args.eval_episodes} episodes: '
-              f'{last_eval["overall_success"]:.3f}')
+        num_tasks = sum(k.startswith('task') for k in last_eval)
+        seeds_note = f' (mean of {num_seeds} seeds: {last_eval["per_seed_success"]})' if num_seeds > 1 else ''
+        print(f'Final success rate over {num_tasks} tasks x {args.eval_episodes} episodes: '
+              f'{last_eval["overall_success"]:.3f}{seeds_note}')
         if args.random_baseline:
             from impls.utils.evaluation import RandomPolicy, evaluate
 

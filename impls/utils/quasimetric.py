@@ -9,7 +9,8 @@ d(x, x) = 0, d >= 0 and the triangle inequality holds, but d(x, y) != d(y, x) in
 
 `pairwise_mrn_distance` computes all B x B distances without the (B, B, D) tensor a direct
 broadcast builds: the symmetric part through ||x||^2 + ||y||^2 - 2 x.y (a matmul), the asymmetric
-part in row blocks under `jax.checkpoint`, so forward and backward hold one (block, B, D/2) slab.
+part in row blocks with a hand-written gradient that keeps only the (B, B, K) argmax, so forward and
+backward hold one (block, B, D/2) slab at a time.
 """
 
 from __future__ import annotations
@@ -59,16 +60,54 @@ def pairwise_mrn_distance(x, y, num_components: int, block_size: int = 16):
     )
     sym = jnp.sqrt(jnp.maximum(sq, 0.0) + _EPS)  # (B, C, K)
 
-    # Asymmetric part: the max over h of xa_bh - ya_ch has no matmul form; compute it a block of rows at
-    # a time and recompute in the backward pass instead of storing (block, C, K, h) residuals.
-    num_rows = xa.shape[0]
-    block = min(block_size, num_rows)
-    pad = (-num_rows) % block
-    xa_blocks = jnp.pad(xa, ((0, pad), (0, 0), (0, 0))).reshape(-1, block, *xa.shape[1:])
-
-    @jax.checkpoint
-    def one_block(xb):
-        return jax.nn.relu(jnp.max(xb[:, None] - ya[None], axis=-1))  # (block, C, K)
-
-    asym = jax.lax.map(one_block, xa_blocks).reshape(-1, ya.shape[0], xa.shape[1])[:num_rows]
+    # Asymmetric part: the max over h of xa_bh - ya_ch has no matmul form (see _pairwise_max_diff).
+    block = min(block_size, xa.shape[0])
+    asym = jax.nn.relu(_pairwise_max_diff(xa, ya, block))  # (B, C, K)
     return jnp.mean(asym + sym, axis=-1)
+
+
+def _row_blocks(a, block):
+    """(B, ...) -> (B / block, block, ...), zero-padded; and the padding."""
+    pad = (-a.shape[0]) % block
+    return jnp.pad(a, ((0, pad),) + ((0, 0),) * (a.ndim - 1)).reshape(-1, block, *a.shape[1:]), pad
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _pairwise_max_diff(xa, ya, block):
+    """m[b, c, k] = max_h (xa[b, k, h] - ya[c, k, h]) for xa (B, K, h), ya (C, K, h), a block of rows at a
+    time. Its gradient is written by hand: autodiff of the max re-reads the whole (block, C, K, h) slab
+    through compare-and-select ops, 1.4 s against a 31 ms forward pass here (B = C = 1024, D = 512, K = 8);
+    with the argmax kept from the forward pass it is two scatter-adds, 0.47 s (a one-hot contraction
+    over the minor axis measured 0.53 s)."""
+    return _max_diff_fwd(xa, ya, block)[0]
+
+
+def _max_diff_fwd(xa, ya, block):
+    blocks, pad = _row_blocks(xa, block)
+
+    def one_block(xb):
+        diff = xb[:, None] - ya[None]  # (block, C, K, h)
+        return jnp.max(diff, axis=-1), jnp.argmax(diff, axis=-1).astype(jnp.int32)
+
+    m, idx = jax.lax.map(one_block, blocks)
+    num_rows = xa.shape[0]
+    m = m.reshape(-1, *m.shape[2:])[:num_rows]
+    return m, (idx, pad, num_rows, ya.shape[-1])
+
+
+def _max_diff_bwd(block, residuals, g):
+    """d m[b,c,k] / d xa[b,k,h] = [h = argmax], / d ya[c,k,h] = -[h = argmax] (the first maximiser; ties
+    have measure zero for real-valued inputs): two scatter-adds of the B*C*K incoming gradients."""
+    idx, pad, num_rows, h = residuals
+    c, k = idx.shape[2], idx.shape[3]
+    idx = idx.reshape(-1, c, k)[:num_rows]  # (B, C, K)
+    rows = jnp.arange(num_rows, dtype=jnp.int32)[:, None, None]
+    cols = jnp.arange(c, dtype=jnp.int32)[None, :, None]
+    comps = jnp.arange(k, dtype=jnp.int32)[None, None, :]
+    g = g.astype(jnp.float32)
+    dxa = jax.ops.segment_sum(g.ravel(), ((rows * k + comps) * h + idx).ravel(), num_segments=num_rows * k * h)
+    dya = jax.ops.segment_sum(-g.ravel(), ((cols * k + comps) * h + idx).ravel(), num_segments=c * k * h)
+    return dxa.reshape(num_rows, k, h).astype(g.dtype), dya.reshape(c, k, h).astype(g.dtype)
+
+
+_pairwise_max_diff.defvjp(_max_diff_fwd, _max_diff_bwd)
