@@ -11,8 +11,11 @@ adds `agents/cmd.py` to it (ours with --agent.goal_action=roll, the fork's formu
 needs distrax; --ogbench_python names a Python that has it (ours does not depend on it).
 
 The loss check: the OGBench process saves its initial parameters and its total loss on the batch; ours
-loads those parameters (module names mapped: see CANONICAL) and computes its total loss on the same batch. Timing: each process builds its agent,
-runs 2 warm-up updates (compilation), then times --updates single updates (blocking on the result).
+loads those parameters (module names mapped: see CANONICAL and THEIR_PREFIXES) and computes its total loss
+on the same batch. Timing: each process builds its agent, runs 2 warm-up updates (compilation), then
+times --updates single updates (blocking on the result); ours is then also timed as train.py runs it,
+--fused updates per lax.scan dispatch (the reported figure; the single-update time is kept as
+ms_per_update_single). OGBench's main.py calls agent.update once per step.
 """
 
 from __future__ import annotations
@@ -34,6 +37,11 @@ THEIR_CLASSES = {'crl': 'CRLAgent', 'gciql': 'GCIQLAgent', 'cmd': 'CMDAgent'}
 # Module names that differ only in spelling: OGBench's MLP wrappers (`actor_net`, `value_net`) are our
 # `MLP_0` / `VmapMLP_0` (ensembles), its actor head `mean_net` our `Dense_0`.
 CANONICAL = {'actor_net': 'net', 'value_net': 'net', 'MLP_0': 'net', 'VmapMLP_0': 'net', 'mean_net': 'Dense_0'}
+
+
+# Whole modules named differently: the fork's one (state, action) network for both CMD sides is
+# `modules_critic/phi`; ours, with goal_action=roll, is `modules_phi`.
+THEIR_PREFIXES = {'cmd': {'modules_critic/phi/': 'modules_phi/net/'}}
 
 
 def canonical(key):
@@ -123,7 +131,11 @@ def worker(args):
             config.goal_action = 'roll'
         agent = spec.agent_cls.create(0, ex_obs, ex_act, config, ex_act.shape[-1])
         if args.params and os.path.exists(args.params):
-            theirs = {canonical(k): v for k, v in np.load(args.params).items()}
+            theirs = {}
+            for k, v in np.load(args.params).items():
+                for old, new in THEIR_PREFIXES.get(args.agent, {}).items():
+                    k = new + k[len(old):] if k.startswith(old) else k
+                theirs[canonical(k)] = v
             ours = {canonical(k): k for k in flat_params(jax.device_get(agent.network.params))}
             ours_shapes = {canonical(k): v.shape for k, v in flat_params(jax.device_get(agent.network.params)).items()}
             if set(theirs) == set(ours) and all(theirs[k].shape == ours_shapes[k] for k in ours):
@@ -137,6 +149,20 @@ def worker(args):
                 result['loss'] = None
                 result['param_mismatch'] = sorted(set(theirs) ^ set(ours))[:6]
     times = time_updates(agent, batch, args.updates)
+    result['ms_per_update_single'] = 1e3 * float(np.median(times))
+    if args.worker == 'ours' and args.fused > 1:
+        # As train.py runs: --updates_per_dispatch updates fused into one lax.scan dispatch.
+        from impls.utils.flax_utils import scan_updates
+
+        stacked = jax.device_put({k: np.stack([v] * args.fused) for k, v in batch.items()})
+        fused = []
+        for i in range(max(2, args.updates // args.fused) + 1):
+            t = time.perf_counter()
+            agent, info = scan_updates(agent, stacked)
+            jax.block_until_ready(agent)
+            if i:  # the first call compiles
+                fused.append((time.perf_counter() - t) / args.fused)
+        times = fused
     result.update(ms_per_update=1e3 * float(np.median(times)),
                   peak_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
                   devices=str(jax.devices()))
@@ -145,7 +171,8 @@ def worker(args):
 
 def run_worker(python, which, agent, args, batch_path, params_path):
     cmd = [python, os.path.abspath(__file__), '--worker', which, '--agent', agent, '--batch', batch_path,
-           '--params', params_path, '--updates', str(args.updates), '--ogbench_impls', args.ogbench_impls]
+           '--params', params_path, '--updates', str(args.updates), '--ogbench_impls', args.ogbench_impls,
+           '--fused', str(args.fused)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     lines = [line for line in proc.stdout.splitlines() if line.startswith('RESULT ')]
     if proc.returncode != 0 or not lines:
@@ -161,6 +188,8 @@ def main():
     p.add_argument('--batch_size', type=int, default=1024)
     p.add_argument('--repeats', type=int, default=3)
     p.add_argument('--updates', type=int, default=10)
+    p.add_argument('--fused', type=int, default=8,
+                   help='time ours as train.py runs it: this many updates per lax.scan dispatch (1: single updates)')
     p.add_argument('--out', default=os.path.join(ROOT, 'benchmarks', 'results', 'compare_ogbench.json'))
     p.add_argument('--worker', choices=['ours', 'theirs'], help=argparse.SUPPRESS)
     p.add_argument('--agent', help=argparse.SUPPRESS)

@@ -61,3 +61,18 @@ def test_seed_memory_estimate_counts_the_update_workspace():
     assert est['workspace'] > 0 and est['batches'] == 2 * 4 * sum(x.nbytes for x in batch.values())
     fine = seeds_lib.check_seed_memory(agent, batch, 3, 4, available=(10**12, 'test'))
     assert fine['needed'] == 3 * est['per_seed']
+
+
+def test_compare_ogbench_refuses_a_path_that_is_not_ogbench_impls(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.test_sharding import ROOT
+
+    (tmp_path / 'agents').mkdir()
+    (tmp_path / 'agents' / 'crl.py').write_text('')
+    proc = subprocess.run([sys.executable, 'benchmarks/compare_ogbench.py', '--ogbench_impls', str(tmp_path),
+                           '--agents', 'crl', 'cmd'], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "is not a checkout of OGBench's impls/ directory" in proc.stderr
+    assert 'utils/flax_utils.py' in proc.stderr and 'agents/cmd.py' in proc.stderr
