@@ -41,3 +41,15 @@ def test_blockwise_pairwise_equals_the_direct_computation(block):
 def test_latent_size_must_split_into_components():
     with pytest.raises(ValueError, match='divisible by 2 x mrn_components'):
         mrn_distance(jnp.zeros((2, 10)), jnp.zeros((2, 10)), 4)
+
+
+def test_argmax_by_packed_key_matches_argmax_and_takes_the_first_tie():
+    from impls.utils.quasimetric import _argmax_last
+
+    rng = np.random.default_rng(0)
+    for h in (2, 5, 32, 33):
+        values = rng.permutation(np.arange(-3 * h, 3 * h, 3, dtype=np.float32)[:h] * 0.37)  # distinct, mixed sign
+        batch = np.stack([rng.permutation(values) for _ in range(64)])
+        np.testing.assert_array_equal(np.asarray(_argmax_last(jnp.asarray(batch))), batch.argmax(-1))
+    tied = jnp.asarray([[-1.0, 2.5, 2.5, 0.0], [-7.0, -2.0, -2.0, -3.0]])
+    np.testing.assert_array_equal(np.asarray(_argmax_last(tied)), [1, 1])
