@@ -87,8 +87,10 @@ def build_parser():
 
 def parse_args(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv:
-        argv = ['--preset', 'quickstart']
+    named = {a.split('=', 1)[0] for a in argv}
+    if not named & {'--preset', '--algorithm', '-h', '--help'}:
+        # No agent chosen: the quick start (so `python train.py --no_progress` is the quick start too).
+        argv = ['--preset', 'quickstart', *argv]
     argv, agent_overrides = split_agent_flags(argv)
     parser = build_parser()
     known, _ = parser.parse_known_args(argv)

@@ -223,3 +223,10 @@ def test_wandb_mode_resolution(monkeypatch):
     assert resolve_wandb_mode(None) == 'offline'
     with pytest.raises(ValueError, match='use one of online, offline, disabled'):
         resolve_wandb_mode('cloud')
+
+
+def test_no_agent_chosen_means_the_quick_start():
+    for argv in ([], ['--no_progress'], ['--seed', '3']):
+        args = train.parse_args(argv)
+        assert (args.preset, args.algorithm, args.train_steps, args.generate_episodes) == ('quickstart', 'crl', 30000, 200)
+    assert train.parse_args(['--algorithm', 'gciql', '--dataset_path', 'x.npz']).preset is None
