@@ -105,21 +105,21 @@ BUILTIN_EXPERTS = {'cartpole': cartpole_expert}
 
 
 class CheckpointExpert:
-    """The greedy policy of an online agent saved by train.py (a run directory or a checkpoint in it)."""
+    """The greedy policy of an online agent saved by train.py (a run directory or a checkpoint in it). It acts
+    through the online loop's FastAgent: the expert may be called every environment step."""
 
     def __init__(self, path: str):
-        import jax
-
         from impls.agents import load_agent
+        from impls.utils.online_loop import FastAgent
 
-        self.agent, record, self.step = load_agent(path)
-        self.key = jax.random.PRNGKey(0)
-        if not hasattr(self.agent, 'sample_actions') or 'num_actions' not in record:
+        agent, record, self.step = load_agent(path)
+        if not hasattr(agent, 'greedy_actions') or 'num_actions' not in record:
             raise EnvError(f'--expert {path}: the checkpoint holds a {record["algorithm"]} agent, not an online '
                            f'discrete-action agent.')
+        self.policy = FastAgent(agent)
 
     def __call__(self, observations):
-        return np.asarray(self.agent.sample_actions(observations, self.key, 0.0))
+        return self.policy.act(observations)
 
 
 def load_expert(spec: str | None):

@@ -155,7 +155,7 @@ def run_offline(args, spec):
     monitor = HealthMonitor(health_context(json_safe(config)), parse_health_overrides(args.health, disable), disable,
                             printer=lambda text: tqdm.write(text))
 
-    num_seeds = args.num_seeds or 1
+    num_seeds = args.num_seeds
     if num_seeds < 1:
         raise TrainingError(f'--num_seeds must be at least 1, got {num_seeds}.')
     seeds = [args.seed + i for i in range(num_seeds)]  # --num_seeds N: seeds S..S+N-1, vmapped in one process
@@ -249,7 +249,9 @@ def run_offline(args, spec):
                 out.update({f'{prefix}/{k}/seed{s}': float(x) for s, x in zip(seeds, v)})
         return out
 
-    first_agent = (lambda a: a) if num_seeds == 1 else (lambda a: unstack_agent(a, 0))
+    def seed_agent(agent, index):
+        """Seed `index` as a plain agent (the agent itself when there is one seed)."""
+        return agent if num_seeds == 1 else unstack_agent(agent, index)
 
     bar = tqdm(total=total, initial=start, desc=f'{args.algorithm} {args.env_name}', unit='step',
                disable=args.no_progress, dynamic_ncols=True)
@@ -275,7 +277,7 @@ def run_offline(args, spec):
                         f'in {ckpt_dir} (step {checkpointer.latest_step()}) is intact. Lower --agent.lr or check the data.'
                     )
                 if probe_data is not None and _due(step, probe_interval, total):
-                    probe = goal_sensitivity(first_agent(agent), probe_data, num_alt_goals=4, seed=args.seed)
+                    probe = goal_sensitivity(seed_agent(agent, 0), probe_data, num_alt_goals=4, seed=args.seed)
                     metrics['health/probe/action_sensitivity'] = probe['action_sensitivity']
                     metrics['health/probe/value_auc'] = probe['value_auc']
                 if val_sampler is not None:
@@ -296,7 +298,7 @@ def run_offline(args, spec):
                 from impls.utils.evaluation import evaluate
 
                 t0 = time.perf_counter()
-                results = [evaluate(unstack_agent(agent, i) if num_seeds > 1 else agent, args.env_name,
+                results = [evaluate(seed_agent(agent, i), args.env_name,
                                     args.eval_episodes, seed=s * 1000 + step, temperature=args.eval_temperature,
                                     frame_stack=config.frame_stack) for i, s in enumerate(seeds)]
                 result = {k: float(np.mean([r[k] for r in results])) for k in results[0]}

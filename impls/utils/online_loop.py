@@ -120,7 +120,7 @@ def run_online(args, spec):
     # waking it costs ~50 us a step (72 vs 22 us for act + CartPole step, measured); run it inline. (A CPU-only
     # flag, read when the CPU client is made, so before any jax computation.)
     jax.config.update('jax_cpu_enable_async_dispatch', False)
-    if getattr(args, 'num_seeds', 1) != 1:
+    if args.num_seeds != 1:
         raise TrainingError('--num_seeds is for the offline agents; run online seeds as separate processes.')
     config = spec.get_config()
     overrides = dict(args.agent_overrides)
