@@ -57,7 +57,8 @@ def build_parser():
     a('--num_devices', type=int, default=0,
       help='Offline agents: data-parallel over this many devices (0: all local devices; the batch is split).')
     a('--distributed', action='store_true',
-      help='Several hosts: call jax.distributed.initialize() first (coordinator from the environment).')
+      help='Several processes / hosts, data parallel (offline agents): jax.distributed from SLURM / Open MPI / '
+           'Kubernetes, or from JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID.')
     a('--num_seeds', type=int, default=1,
       help='Offline agents: train seeds SEED..SEED+N-1 at once in one process (vmapped), each with its own data '
            'order and evaluation; logs each seed and the mean.')
@@ -115,18 +116,17 @@ def main(argv=None):
     from impls.utils.health import HealthConfigError
     from impls.utils.offline_loop import TrainingError, run_offline
     from impls.utils.online_loop import run_online
+    from impls.utils.sharding import ShardingError, initialize_distributed
 
     try:
         args = parse_args(argv)
         if args.distributed:
-            import jax
-
-            jax.distributed.initialize()
+            initialize_distributed()
         spec = get_agent(args.algorithm)
         loops = {'offline_gc': run_offline, 'online': run_online}
         return loops[spec.kind](args, spec)
     except (ConfigError, UnknownAlgorithmError, TrainingError, DatasetError, CheckpointError, HealthConfigError,
-            EnvError) as e:
+            EnvError, ShardingError) as e:
         print(f'error: {e}', file=sys.stderr)
         raise SystemExit(2)
 

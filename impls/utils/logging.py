@@ -69,6 +69,16 @@ class CsvLogger:
             csv.DictWriter(f, fieldnames=self.fields).writerow(row)
 
 
+class NullLogger:
+    """What processes other than process 0 log with in a multi-process run: nothing."""
+
+    def log(self, kind: str, step: int, metrics: Mapping):
+        pass
+
+    def close(self):
+        pass
+
+
 class Logger:
     """train.csv / eval.csv in the run directory, plus one wandb run."""
 

@@ -22,11 +22,12 @@ from impls.data.sampler import GoalSampler
 from impls.utils.checkpoints import Checkpointer, json_safe
 from impls.utils.config import apply_overrides
 from impls.utils.flax_utils import scan_updates
-from impls.utils.sharding import ShardingError, check_divisible, data_mesh, replicate, shard_batch
+from impls.utils.sharding import (ShardingError, check_divisible, data_mesh, host_local, is_primary, replicate,
+                                  shard_batch)
 from impls.utils.seeds import SeedMemoryError, check_seed_memory, scan_seed_updates, stack_agents, unstack_agent
 from impls.utils.goal_probe import goal_sensitivity, probe_batch
 from impls.utils.health import HealthMonitor, health_context, parse_health_overrides, read_run_metrics
-from impls.utils.logging import Logger
+from impls.utils.logging import Logger, NullLogger
 
 DEFAULT_TRAIN_STEPS = 20_000
 
@@ -152,8 +153,9 @@ def run_offline(args, spec):
         check_env_matches(args.env_name, train)
     batch_size = int(config.batch_size)
     disable = [d for d in args.health_disable.split(',') if d]
+    primary = is_primary()  # with --distributed, process 0 alone logs and prints
     monitor = HealthMonitor(health_context(json_safe(config)), parse_health_overrides(args.health, disable), disable,
-                            printer=lambda text: tqdm.write(text))
+                            printer=(lambda text: tqdm.write(text)) if primary else (lambda text: None))
 
     num_seeds = args.num_seeds
     if num_seeds < 1:
@@ -222,12 +224,14 @@ def run_offline(args, spec):
         start = int(meta['step'])
         monitor.replay(read_run_metrics(run_dir, until_step=start))
         print(f'Resumed {run_dir} at step {start}.')
-    with open(os.path.join(run_dir, 'config.json'), 'w') as f:
-        json.dump(record, f, indent=2, default=str)
-    with open(os.path.join(ckpt_dir, 'config.json'), 'w') as f:
-        json.dump(record, f, indent=2, default=str)
-    logger = Logger(run_dir, args.project, os.path.basename(os.path.abspath(run_dir)), record, args.wandb_mode,
-                    resume_step=start if args.resume else None, group=args.run_group)
+    if primary:
+        for path in (run_dir, ckpt_dir):
+            with open(os.path.join(path, 'config.json'), 'w') as f:
+                json.dump(record, f, indent=2, default=str)
+        logger = Logger(run_dir, args.project, os.path.basename(os.path.abspath(run_dir)), record, args.wandb_mode,
+                        resume_step=start if args.resume else None, group=args.run_group)
+    else:
+        logger = NullLogger()
 
     plan = make_plan(start, total, (args.log_interval, eval_interval, ckpt_every), args.updates_per_dispatch)
     probe_interval = 5 * args.log_interval if args.health_probe_interval is None else args.health_probe_interval
@@ -250,11 +254,12 @@ def run_offline(args, spec):
         return out
 
     def seed_agent(agent, index):
-        """Seed `index` as a plain agent (the agent itself when there is one seed)."""
-        return agent if num_seeds == 1 else unstack_agent(agent, index)
+        """Seed `index` as a plain agent (the agent itself when there is one seed), for evaluation and probes;
+        with several processes a host-local copy, so that each process runs them on its own."""
+        return host_local(agent if num_seeds == 1 else unstack_agent(agent, index))
 
     bar = tqdm(total=total, initial=start, desc=f'{args.algorithm} {args.env_name}', unit='step',
-               disable=args.no_progress, dynamic_ncols=True)
+               disable=args.no_progress or not primary, dynamic_ncols=True)
     prefetcher = Prefetcher(make_segment, plan)
     last_eval = None
     timer_start, timer_steps, train_seconds = time.perf_counter(), 0, 0.0
@@ -282,10 +287,11 @@ def run_offline(args, spec):
                     metrics['health/probe/value_auc'] = probe['value_auc']
                 if val_sampler is not None:
                     val_batch = make_batch(val_sampler, UniformIndices(val, batch_size), args.seed + 1, step)
+                    local = host_local(agent)
                     if num_seeds == 1:
-                        _, val_info = agent.total_loss(val_batch, agent.network.params)
+                        _, val_info = local.total_loss(val_batch, local.network.params)
                     else:
-                        _, val_info = jax.vmap(lambda a: a.total_loss(val_batch, a.network.params))(agent)
+                        _, val_info = jax.vmap(lambda a: a.total_loss(val_batch, a.network.params))(local)
                     metrics.update(seed_metrics('validation', jax.device_get(val_info)))
                 metrics['training/epoch'] = index_source.epoch_of(step - 1)
                 metrics['time/steps_per_second'] = timer_steps / elapsed
@@ -324,7 +330,8 @@ def run_offline(args, spec):
         prefetcher.close()
         bar.close()
         logger.close()
-        monitor.write_report(run_dir)
+        if primary:
+            monitor.write_report(run_dir)
     if last_eval is not None:
         num_tasks = sum(k.startswith('task') for k in last_eval)
         seeds_note = f' (mean of {num_seeds} seeds: {last_eval["per_seed_success"]})' if num_seeds > 1 else ''

@@ -122,6 +122,8 @@ def run_online(args, spec):
     jax.config.update('jax_cpu_enable_async_dispatch', False)
     if args.num_seeds != 1:
         raise TrainingError('--num_seeds is for the offline agents; run online seeds as separate processes.')
+    if jax.process_count() > 1:
+        raise TrainingError('--distributed is for the offline agents; the online loop runs in one process.')
     config = spec.get_config()
     overrides = dict(args.agent_overrides)
     if args.batch_size is not None:

@@ -3,12 +3,17 @@ axis, the agent replicated. The jitted update is unchanged: XLA partitions it fr
 adds the cross-device reductions (the gradient mean, CRL's all-pairs logits), so the result equals the
 single-device run up to the order of floating-point sums.
 
-Several hosts: start every process with `--distributed` (jax.distributed.initialize reads the
-coordinator from the environment, e.g. SLURM or JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
-JAX_PROCESS_ID); every process builds the same global batch from (seed, step) and keeps its devices' rows.
+Several hosts: start every process with `--distributed`. Under SLURM, Open MPI or Kubernetes jax finds the
+coordinator itself; elsewhere set JAX_COORDINATOR_ADDRESS (host:port of process 0), JAX_NUM_PROCESSES and
+JAX_PROCESS_ID in each process's environment (jax reads the first; `initialize_distributed` passes the other
+two). Every process builds the same global batch from (seed, step) and keeps its devices' rows; process 0
+alone writes logs, and checkpoints go through orbax, which all processes call: the run directory must be on
+a filesystem they share.
 """
 
 from __future__ import annotations
+
+import os
 
 import jax
 import numpy as np
@@ -19,6 +24,31 @@ DATA_AXIS = 'data'
 
 class ShardingError(ValueError):
     pass
+
+
+def initialize_distributed():
+    """jax.distributed.initialize for a multi-process run, with a clear error when no coordinator is set."""
+    num_processes, process_id = os.environ.get('JAX_NUM_PROCESSES'), os.environ.get('JAX_PROCESS_ID')
+    try:
+        jax.distributed.initialize(num_processes=None if num_processes is None else int(num_processes),
+                                   process_id=None if process_id is None else int(process_id))
+    except ValueError as e:
+        raise ShardingError(
+            f'--distributed could not start jax.distributed ({e}). Outside SLURM / Open MPI / Kubernetes, set '
+            f'JAX_COORDINATOR_ADDRESS=host:port (process 0), JAX_NUM_PROCESSES and JAX_PROCESS_ID in every '
+            f'process, or drop --distributed for a single-host run.'
+        ) from e
+
+
+def is_primary() -> bool:
+    """True in the process that writes logs and prints (process 0; the only one without --distributed)."""
+    return jax.process_index() == 0
+
+
+def host_local(tree):
+    """With several processes, a copy of a replicated pytree on this host's default device (numpy leaves), so
+    that one process can run it alone (evaluation, probes); with one process the tree itself."""
+    return jax.device_get(tree) if jax.process_count() > 1 else tree
 
 
 def data_mesh(num_devices: int = 0) -> Mesh | None:
