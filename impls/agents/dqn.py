@@ -161,12 +161,11 @@ class DQNAgent(flax.struct.PyTreeNode):
     @jax.jit
     def sample_actions(self, observations, seed, epsilon=0.0):
         """Epsilon-greedy actions (B,) int32."""
-        q = self.q_values(observations)
-        greedy = jnp.argmax(q, axis=-1)
+        greedy = self.greedy_actions(observations)
         explore_rng, action_rng = jax.random.split(seed)
-        random_actions = jax.random.randint(action_rng, greedy.shape, 0, q.shape[-1])
+        random_actions = jax.random.randint(action_rng, greedy.shape, 0, self.network.num_actions, jnp.int32)
         explore = jax.random.uniform(explore_rng, greedy.shape) < epsilon
-        return jnp.where(explore, random_actions, greedy).astype(jnp.int32)
+        return jnp.where(explore, random_actions, greedy)
 
     @classmethod
     def create(cls, seed, ex_observations, num_actions, config):
