@@ -15,6 +15,34 @@ import numpy as np
 FIELDS = ('observations', 'actions', 'rewards', 'next_observations', 'terminated', 'done')
 
 
+def n_step_batch(data, rows, envs, n_step, discount, per_env, xp=np):
+    """n-step targets for samples (rows[i], envs[i]) of a per-env circular buffer; `xp` is numpy (the host
+    replay) or jax.numpy (the compiled loop's device replay), so both compute them the same way.
+
+    returns = sum_{k<m} g^k r_{t+k}, m = n or the steps to the episode's end; bootstrap_discounts = g^m, or 0
+    if the episode terminated (not truncated) within them; next_observations = s_{t+m}.
+    """
+    acc = np.float64 if xp is np else xp.float32  # the host accumulates in float64, the device in float32
+    returns = xp.zeros(rows.shape, acc)
+    factor = xp.ones(rows.shape, acc)
+    alive = xp.ones(rows.shape, bool)  # still accumulating
+    last = rows
+    for k in range(n_step):
+        r = (rows + k) % per_env
+        returns = returns + xp.where(alive, factor * data['rewards'][r, envs], 0.0)
+        last = xp.where(alive, r, last)
+        factor = xp.where(alive, factor * discount, factor)
+        alive = alive & ~data['done'][r, envs]
+    bootstrap = xp.where(data['terminated'][last, envs], 0.0, factor)
+    return dict(
+        observations=data['observations'][rows, envs],
+        actions=data['actions'][rows, envs],
+        returns=returns.astype(xp.float32),
+        bootstrap_discounts=bootstrap.astype(xp.float32),
+        next_observations=data['next_observations'][last, envs],
+    )
+
+
 class SumTree:
     """A complete binary tree over `capacity` leaves holding priorities; every operation is vectorised
     over a batch of leaves (one numpy op per tree level), so a batch of 16384 costs ~20 array ops."""
@@ -158,25 +186,7 @@ class ReplayBuffer:
         return batch
 
     def _n_step(self, rows, envs):
-        d = self.data
-        returns = np.zeros(len(rows), np.float64)
-        discount = np.ones(len(rows), np.float64)
-        alive = np.ones(len(rows), bool)  # still accumulating
-        last = rows.copy()
-        for k in range(self.n_step):
-            r = (rows + k) % self.per_env
-            returns += np.where(alive, discount * d['rewards'][r, envs], 0.0)
-            last = np.where(alive, r, last)
-            discount = np.where(alive, discount * self.discount, discount)
-            alive &= ~d['done'][r, envs]
-        bootstrap = np.where(d['terminated'][last, envs], 0.0, discount)
-        return dict(
-            observations=d['observations'][rows, envs],
-            actions=d['actions'][rows, envs],
-            returns=returns.astype(np.float32),
-            bootstrap_discounts=bootstrap.astype(np.float32),
-            next_observations=d['next_observations'][last, envs],
-        )
+        return n_step_batch(self.data, rows, envs, self.n_step, self.discount, self.per_env, np)
 
     def update_priorities(self, indices, td_errors):
         if not self.prioritized:

@@ -6,6 +6,11 @@ with NEXT_STEP autoreset the step after an episode ends only resets that env, an
 dropped -- and `training_steps_per_sample` gradient updates per environment step are made (a fractional
 ratio accumulates). Bootstrapping stops at termination, not at truncation. `--train_steps` counts
 environment steps here.
+
+Two backends share everything but the stepping (`OnlineRun`: configuration, run directory, logging,
+health monitor, evaluation, checkpoints): gymnasium environments stepped from Python (this module), and
+environments written in jax, where whole stretches of the loop run as one compiled scan
+(`--env_backend jax`, impls/utils/compiled_loop.py).
 """
 
 from __future__ import annotations
@@ -52,6 +57,32 @@ def evaluate_online(agent, factory, episodes: int, seed: int, epsilon: float = 0
     return float(returns.mean())
 
 
+def metric_vector_update(treedef, leaves, example_batch):
+    """The agent's update on its flat leaves, with the scalar metrics stacked into one vector.
+
+    Returns (fn(leaves, batch) -> (leaves, vector (M,), td errors or None), the M metric names).
+    """
+
+    def run(leaves, batch):
+        agent, info = jax.tree.unflatten(treedef, leaves).update(batch)
+        scalars = {k: v for k, v in info.items() if k != 'td_errors'}
+        return jax.tree.leaves(agent), scalars, info.get('td_errors')
+
+    names = sorted(jax.eval_shape(run, leaves, example_batch)[1])
+
+    def update(leaves, batch):
+        leaves, scalars, td = run(leaves, batch)
+        return leaves, jnp.stack([jnp.asarray(scalars[k], jnp.float32) for k in names]), td
+
+    return update, names
+
+
+def reduction(name):
+    """How a metric is summarised over the updates of a log interval: '.../min' by min, '.../max' by max,
+    the rest by mean."""
+    return {'min': 'min', 'max': 'max'}.get(name.rsplit('/', 1)[-1], 'mean')
+
+
 class FastAgent:
     """The agent as one flat list of arrays, for the jitted calls made every environment step.
 
@@ -75,27 +106,11 @@ class FastAgent:
     def act(self, observations):
         return np.array(self._act(self.leaves, observations))
 
-    def _build_update(self, batch):
-        treedef = self.treedef
-
-        def run(leaves, batch):
-            agent, info = jax.tree.unflatten(treedef, leaves).update(batch)
-            scalars = {k: v for k, v in info.items() if k != 'td_errors'}
-            return jax.tree.leaves(agent), scalars, info.get('td_errors')
-
-        names = sorted(jax.eval_shape(run, self.leaves, batch)[1])
-
-        @jax.jit
-        def update(leaves, batch):
-            leaves, scalars, td = run(leaves, batch)
-            return leaves, jnp.stack([jnp.asarray(scalars[k], jnp.float32) for k in names]), td
-
-        self._update, self.metric_names = update, names
-
     def update(self, batch):
         """One update; returns (metric vector (len(metric_names),), td errors or None), both on device."""
         if self._update is None:
-            self._build_update(batch)
+            update, self.metric_names = metric_vector_update(self.treedef, self.leaves, batch)
+            self._update = jax.jit(update)
         self.leaves, vector, td = self._update(self.leaves, batch)
         return vector, td
 
@@ -115,15 +130,8 @@ def _slope(values):
     return float(np.polyfit(x, np.asarray(values, float), 1)[0])
 
 
-def run_online(args, spec):
-    # Acting is one tiny network call per environment step: on CPU, handing it to XLA's worker thread and
-    # waking it costs ~50 us a step (72 vs 22 us for act + CartPole step, measured); run it inline. (A CPU-only
-    # flag, read when the CPU client is made, so before any jax computation.)
-    jax.config.update('jax_cpu_enable_async_dispatch', False)
-    if args.num_seeds != 1:
-        raise TrainingError('--num_seeds is for the offline agents; run online seeds as separate processes.')
-    if jax.process_count() > 1:
-        raise TrainingError('--distributed is for the offline agents; the online loop runs in one process.')
+def agent_config(args, spec):
+    """The agent's config with presets and --agent.KEY overrides applied, checked before anything is built."""
     config = spec.get_config()
     overrides = dict(args.agent_overrides)
     if args.batch_size is not None:
@@ -136,13 +144,121 @@ def run_online(args, spec):
     if config.lr_end is not None and not config.lr_decay_steps:
         updates = (total - config.learning_starts) * config.training_steps_per_sample / config.grad_accum
         config.lr_decay_steps = max(1, int(updates))
-    disable = [d for d in args.health_disable.split(',') if d]
-    agent_config = json_safe(config)
-    context = health_context(dict(agent_config, reward_bound=args.reward_bound or 1.0))
-    if not args.reward_bound:
-        context.pop('value_bound', None)
-    monitor = HealthMonitor(context, parse_health_overrides(args.health, disable), disable,
-                            printer=lambda text: tqdm.write(text))
+    return config
+
+
+class OnlineRun:
+    """What both backends share: the run directory and its config.json, logger, progress bar, health
+    monitor, checkpoints (the agent through the Checkpointer, the loop's own state as an atomic pickle
+    beside it) and the per-interval training log."""
+
+    def __init__(self, args, config, record_extra):
+        self.args, self.config = args, config
+        self.total = args.train_steps or 50_000
+        self.eval_interval = args.eval_interval or self.total
+        self.ckpt_every = args.ckpt_every or self.eval_interval
+        disable = [d for d in args.health_disable.split(',') if d]
+        self.agent_config = json_safe(config)
+        context = health_context(dict(self.agent_config, reward_bound=args.reward_bound or 1.0))
+        if not args.reward_bound:
+            context.pop('value_bound', None)
+        self.monitor = HealthMonitor(context, parse_health_overrides(args.health, disable), disable,
+                                     printer=lambda text: tqdm.write(text))
+        self.run_dir = args.save_dir or os.path.join('runs', f'{args.algorithm}-{args.env_name or "custom"}-s{args.seed}')
+        self.ckpt_dir = args.ckpt_dir or os.path.join(self.run_dir, 'checkpoints')
+        _prepare_run_dir(args, self.run_dir, self.ckpt_dir)
+        self.record = dict(algorithm=args.algorithm, agent=self.agent_config, env_name=args.env_name,
+                           env_entry_point=args.env_entry_point, seed=args.seed, **record_extra,
+                           flags={k: v for k, v in vars(args).items() if k != 'agent_overrides'})
+        self.checkpointer = Checkpointer(self.ckpt_dir)
+        self.meta = dict(algorithm=args.algorithm, agent=self.agent_config)
+
+    def restore(self, agent):
+        """(agent, loop state) from the latest checkpoint; replays the logged metrics into the monitor."""
+        agent, meta = self.checkpointer.restore(agent, expect=self.meta)
+        with open(os.path.join(self.ckpt_dir, f'loop_{meta["step"]}.pkl'), 'rb') as f:
+            loop = pickle.load(f)
+        self.monitor.replay(read_run_metrics(self.run_dir, until_step=meta['step']))
+        return agent, loop
+
+    def start(self, step):
+        """Writes config.json, opens the logger and the progress bar at environment step `step`."""
+        args = self.args
+        for path in (self.run_dir, self.ckpt_dir):
+            with open(os.path.join(path, 'config.json'), 'w') as f:
+                json.dump(self.record, f, indent=2, default=str)
+        self.logger = Logger(self.run_dir, args.project, os.path.basename(os.path.abspath(self.run_dir)), self.record,
+                             args.wandb_mode, resume_step=step if args.resume else None, group=args.run_group)
+        self.bar = tqdm(total=self.total, initial=step, desc=f'{args.algorithm} {args.env_name or args.env_entry_point}',
+                        unit='step', disable=args.no_progress, dynamic_ncols=True)
+
+    def log_training(self, step, reduced, charts):
+        """Logs one interval: `reduced` {metric: value} summarised over its updates, `charts` the loop's own
+        figures. A non-finite training metric stops the run, the last good checkpoint untouched."""
+        metrics = {f'training/{k}': float(v) for k, v in reduced.items()}
+        metrics.update(charts)
+        metrics = {k: v for k, v in metrics.items() if not (isinstance(v, float) and np.isnan(v) and 'return' in k)}
+        bad = [k for k, v in metrics.items() if k.startswith('training/') and not np.isfinite(v)]
+        metrics.update(self.monitor.observe(step, metrics))
+        self.logger.log('train', step, metrics)
+        if bad:
+            raise TrainingError(
+                f'non-finite {bad[0]} at environment step {step}; stopping. The last good checkpoint in '
+                f'{self.ckpt_dir} (step {self.checkpointer.latest_step()}) is intact. Lower --agent.lr, clip gradients '
+                f'(--agent.max_grad_norm) or clamp targets (--agent.target_clamp).'
+            )
+
+    def evaluate(self, step, agent, factory, last10):
+        ret = evaluate_online(agent, factory, self.args.eval_episodes, seed=self.args.seed * 1000 + step)
+        eval_metrics = {'evaluation/episode_return': ret}
+        eval_metrics.update(self.monitor.observe(step, eval_metrics))
+        self.logger.log('eval', step, eval_metrics)
+        self.bar.write(f'step {step}: greedy return {ret:.1f} over {self.args.eval_episodes} episodes; '
+                       f'last-10 training return {last10:.1f}')
+        return ret
+
+    def save(self, step, agent, loop):
+        tmp = os.path.join(self.ckpt_dir, f'.loop_{step}.pkl.tmp')
+        with open(tmp, 'wb') as f:
+            pickle.dump(loop, f)
+        os.replace(tmp, os.path.join(self.ckpt_dir, f'loop_{step}.pkl'))
+        self.checkpointer.save(step, agent, dict(self.meta, step=step))
+        kept = {int(s) for s in self.checkpointer.manager.all_steps()}
+        for name in os.listdir(self.ckpt_dir):
+            if name.startswith('loop_') and int(name[5:-4]) not in kept:
+                os.remove(os.path.join(self.ckpt_dir, name))
+
+    def close(self):
+        self.bar.close()
+        self.logger.close()
+        self.monitor.write_report(self.run_dir)
+
+    def summary(self, agent, agent_returns, sps, eval_return):
+        last10 = list(agent_returns)[-10:]
+        summary = dict(agent=agent, run_dir=self.run_dir, last10_return=float(np.mean(last10)) if last10 else None,
+                       steps_per_second=sps)
+        if self.args.eval_episodes > 0:
+            summary['eval_return'] = eval_return
+        print(f'Last 10 training episodes (agent-driven): mean return {summary["last10_return"]}')
+        print(f'Environment steps per second (training, without evaluation and checkpoints): {sps:.1f}')
+        print(f'Run saved in {self.run_dir}')
+        return summary
+
+
+def run_online(args, spec):
+    if args.num_seeds != 1:
+        raise TrainingError('--num_seeds is for the offline agents; run online seeds as separate processes.')
+    if jax.process_count() > 1:
+        raise TrainingError('--distributed is for the offline agents; the online loop runs in one process.')
+    if args.env_backend == 'jax':
+        from impls.utils.compiled_loop import run_compiled
+
+        return run_compiled(args, spec)
+    # Acting is one tiny network call per environment step: on CPU, handing it to XLA's worker thread and
+    # waking it costs ~50 us a step (72 vs 22 us for act + CartPole step, measured); run it inline. (A CPU-only
+    # flag, read when the CPU client is made, so before any jax computation.)
+    jax.config.update('jax_cpu_enable_async_dispatch', False)
+    config = agent_config(args, spec)
     try:
         factory = env_factory(args.env_name, args.env_entry_point)
         env = make_vec_env(factory, args.num_envs, args.seed)
@@ -163,17 +279,9 @@ def run_online(args, spec):
     agent = spec.agent_cls.create(args.seed, example_obs[None], num_actions, config)
     buffer = ReplayBuffer(config.buffer_size, args.num_envs, dict(observations=example_obs, actions=np.int32(0)),
                           config.n_step, config.discount, config.prioritized, config.per_alpha)
-    eval_interval = args.eval_interval or total
-    ckpt_every = args.ckpt_every or eval_interval
-
-    run_dir = args.save_dir or os.path.join('runs', f'{args.algorithm}-{args.env_name or "custom"}-s{args.seed}')
-    ckpt_dir = args.ckpt_dir or os.path.join(run_dir, 'checkpoints')
-    _prepare_run_dir(args, run_dir, ckpt_dir)
-    record = dict(algorithm=args.algorithm, agent=agent_config, env_name=args.env_name,
-                  env_entry_point=args.env_entry_point, num_actions=num_actions, seed=args.seed,
-                  observation_shape=list(example_obs.shape), observation_dtype=str(example_obs.dtype),
-                  flags={k: v for k, v in vars(args).items() if k != 'agent_overrides'})
-    checkpointer = Checkpointer(ckpt_dir)
+    run = OnlineRun(args, config, dict(num_actions=num_actions, observation_shape=list(example_obs.shape),
+                                       observation_dtype=str(example_obs.dtype)))
+    total = run.total
     rng = np.random.default_rng([args.seed, 1])
     explore_rng = np.random.default_rng([args.seed, 2])  # epsilon-greedy exploration, on the host
     step, updates_due = 0, 0.0
@@ -185,9 +293,7 @@ def run_online(args, spec):
     agent_returns, expert_returns = deque(maxlen=100), deque(maxlen=100)
     all_agent_returns = []
     if args.resume:
-        agent, meta = checkpointer.restore(agent, expect=dict(algorithm=args.algorithm, agent=agent_config))
-        with open(os.path.join(ckpt_dir, f'loop_{meta["step"]}.pkl'), 'rb') as f:
-            loop = pickle.load(f)
+        agent, loop = run.restore(agent)
         buffer.load_state_dict(loop['buffer'])
         rng.bit_generator.state = loop['rng']
         explore_rng.bit_generator.state = loop['explore_rng']
@@ -200,23 +306,17 @@ def run_online(args, spec):
             obs, _ = env.reset(seed=args.seed + step)
             prev_done = np.zeros(args.num_envs, bool)
             print('The environments could not be saved with the checkpoint; their episodes restart.')
-        monitor.replay(read_run_metrics(run_dir, until_step=step))
-        print(f'Resumed {run_dir} at environment step {step}.')
-    for path in (run_dir, ckpt_dir):
-        with open(os.path.join(path, 'config.json'), 'w') as f:
-            json.dump(record, f, indent=2, default=str)
-    logger = Logger(run_dir, args.project, os.path.basename(os.path.abspath(run_dir)), record, args.wandb_mode,
-                    resume_step=step if args.resume else None, group=args.run_group)
-    bar = tqdm(total=total, initial=step, desc=f'{args.algorithm} {args.env_name or args.env_entry_point}',
-               unit='step', disable=args.no_progress, dynamic_ncols=True)
+        print(f'Resumed {run.run_dir} at environment step {step}.')
+    run.start(step)
     fast = FastAgent(agent)  # from here on the agent lives in fast.leaves
     del agent
     interval_infos, interval_updates, timer, timer_steps = [], 0, time.perf_counter(), 0
     loop_start, loop_start_step, excluded = time.perf_counter(), step, 0.0  # excluded: evaluation + checkpoints
     next_log = (step // args.log_interval + 1) * args.log_interval
-    next_eval = (step // eval_interval + 1) * eval_interval
-    next_ckpt = (step // ckpt_every + 1) * ckpt_every
+    next_eval = (step // run.eval_interval + 1) * run.eval_interval
+    next_ckpt = (step // run.ckpt_every + 1) * run.ckpt_every
     c = config.to_dict()  # plain dict: ConfigDict lookups are slow in the per-step path
+    ret = None
     try:
         while step < total:
             epsilon = linear(c['epsilon_start'], c['epsilon_end'], c['epsilon_fraction'], step, total)
@@ -238,17 +338,17 @@ def run_online(args, spec):
             buffer.add(dict(observations=obs, actions=actions, rewards=reward, next_observations=next_obs,
                             terminated=terminated, done=done), valid=valid)
             for i in np.flatnonzero(done & valid):
-                ret = float(info['episode']['r'][i])
-                (expert_returns if expert_episode[i] else agent_returns).append(ret)
+                ret_i = float(info['episode']['r'][i])
+                (expert_returns if expert_episode[i] else agent_returns).append(ret_i)
                 if not expert_episode[i]:
-                    all_agent_returns.append((step, ret))
+                    all_agent_returns.append((step, ret_i))
             # A new episode starts at the reset step: decide who drives it.
             if expert is not None and prev_done.any():
                 expert_episode = np.where(prev_done, rng.random(args.num_envs) < expert_ratio, expert_episode)
             prev_done, obs = done, next_obs
             step += args.num_envs
             timer_steps += args.num_envs
-            bar.update(args.num_envs)
+            run.bar.update(args.num_envs)
             if step >= c['learning_starts']:
                 updates_due += c['training_steps_per_sample'] * args.num_envs
                 beta = linear(c['per_beta_start'], 1.0, 1.0, total - step, total) if c['prioritized'] else 0.0
@@ -264,13 +364,11 @@ def run_online(args, spec):
             if step >= next_log or step >= total:
                 next_log += args.log_interval
                 elapsed = time.perf_counter() - timer
-                metrics = {}
+                reduced = {}
                 if interval_infos:
                     table = np.stack(jax.device_get(interval_infos)).astype(np.float64)  # (updates, metrics)
-                    for k, values in zip(fast.metric_names, table.T):
-                        reduce = {'min': np.min, 'max': np.max}.get(k.rsplit('/', 1)[-1], np.mean)
-                        metrics[f'training/{k}'] = float(reduce(values))
-                metrics.update({
+                    reduced = {k: getattr(np, reduction(k))(values) for k, values in zip(fast.metric_names, table.T)}
+                run.log_training(step, reduced, {
                     'charts/epsilon': epsilon, 'charts/expert_ratio': expert_ratio,
                     'charts/agent_return': float(np.mean(agent_returns)) if agent_returns else float('nan'),
                     'charts/expert_return': float(np.mean(expert_returns)) if expert_returns else float('nan'),
@@ -279,58 +377,26 @@ def run_online(args, spec):
                     'charts/buffer_size': len(buffer),
                     'time/steps_per_second': timer_steps / max(elapsed, 1e-9),
                 })
-                metrics = {k: v for k, v in metrics.items() if not (isinstance(v, float) and np.isnan(v) and 'return' in k)}
-                bad = [k for k, v in metrics.items() if k.startswith('training/') and not np.isfinite(v)]
-                metrics.update(monitor.observe(step, metrics))
-                logger.log('train', step, metrics)
-                if bad:
-                    raise TrainingError(
-                        f'non-finite {bad[0]} at environment step {step}; stopping. The last good checkpoint in '
-                        f'{ckpt_dir} (step {checkpointer.latest_step()}) is intact. Lower --agent.lr, clip gradients '
-                        f'(--agent.max_grad_norm) or clamp targets (--agent.target_clamp).'
-                    )
                 interval_infos, interval_updates, timer, timer_steps = [], 0, time.perf_counter(), 0
             if args.eval_episodes > 0 and (step >= next_eval or step >= total):
-                next_eval += eval_interval
+                next_eval += run.eval_interval
                 t0 = time.perf_counter()
-                ret = evaluate_online(fast.agent, factory, args.eval_episodes, seed=args.seed * 1000 + step)
-                eval_metrics = {'evaluation/episode_return': ret}
-                eval_metrics.update(monitor.observe(step, eval_metrics))
-                logger.log('eval', step, eval_metrics)
-                bar.write(f'step {step}: greedy return {ret:.1f} over {args.eval_episodes} episodes; '
-                          f'last-10 training return {np.mean(list(agent_returns)[-10:]) if agent_returns else float("nan"):.1f}')
+                last10 = np.mean(list(agent_returns)[-10:]) if agent_returns else float('nan')
+                ret = run.evaluate(step, fast.agent, factory, last10)
                 timer += time.perf_counter() - t0
                 excluded += time.perf_counter() - t0
             if step >= next_ckpt or step >= total:
-                next_ckpt += ckpt_every
+                next_ckpt += run.ckpt_every
                 t0 = time.perf_counter()
-                loop = dict(buffer=buffer.state_dict(), rng=rng.bit_generator.state,
-                            explore_rng=explore_rng.bit_generator.state, step=step,
-                            updates_due=updates_due, obs=obs, prev_done=prev_done, expert_episode=expert_episode,
-                            agent_returns=agent_returns, expert_returns=expert_returns, all_returns=all_agent_returns,
-                            env=_picklable(env))
-                tmp = os.path.join(ckpt_dir, f'.loop_{step}.pkl.tmp')
-                with open(tmp, 'wb') as f:
-                    pickle.dump(loop, f)
-                os.replace(tmp, os.path.join(ckpt_dir, f'loop_{step}.pkl'))
-                checkpointer.save(step, fast.agent, dict(step=step, algorithm=args.algorithm, agent=agent_config))
-                kept = {int(s) for s in checkpointer.manager.all_steps()}
-                for name in os.listdir(ckpt_dir):
-                    if name.startswith('loop_') and int(name[5:-4]) not in kept:
-                        os.remove(os.path.join(ckpt_dir, name))
+                run.save(step, fast.agent, dict(
+                    buffer=buffer.state_dict(), rng=rng.bit_generator.state,
+                    explore_rng=explore_rng.bit_generator.state, step=step,
+                    updates_due=updates_due, obs=obs, prev_done=prev_done, expert_episode=expert_episode,
+                    agent_returns=agent_returns, expert_returns=expert_returns, all_returns=all_agent_returns,
+                    env=_picklable(env)))
                 timer += time.perf_counter() - t0
                 excluded += time.perf_counter() - t0
     finally:
-        bar.close()
-        logger.close()
-        monitor.write_report(run_dir)
-    last10 = list(agent_returns)[-10:]
+        run.close()
     sps = (step - loop_start_step) / max(time.perf_counter() - loop_start - excluded, 1e-9)
-    summary = dict(agent=fast.agent, run_dir=run_dir, last10_return=float(np.mean(last10)) if last10 else None,
-                   steps_per_second=sps)
-    if args.eval_episodes > 0:
-        summary['eval_return'] = ret
-    print(f'Last 10 training episodes (agent-driven): mean return {summary["last10_return"]}')
-    print(f'Environment steps per second (training, without evaluation and checkpoints): {sps:.1f}')
-    print(f'Run saved in {run_dir}')
-    return summary
+    return run.summary(fast.agent, agent_returns, sps, ret)

@@ -1,0 +1,213 @@
+"""The online loop compiled: for an environment written in jax (impls/utils/jax_envs.py), each stretch
+between two log rows runs as one jitted `fori_loop` over vector steps -- epsilon-greedy acting, the
+environment step with its time limit and reset, the replay write, and `training_steps_per_sample`
+updates on n-step batches sampled from a replay buffer held on the device -- with no Python per step.
+
+The same agent update, the same n-step targets (impls.data.replay.n_step_batch), the same schedules,
+logging, health monitor, evaluation (on gymnasium's own environment of that name) and checkpoints as the
+gymnasium loop (`OnlineRun`). What it does not do: prioritized replay (its sum-tree lives on the host),
+the expert curriculum (experts are host callables) and custom entry points; each is refused with the fix.
+A run is deterministic given its seed and resumes exactly: the whole loop state is one pytree.
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from impls.data.replay import FIELDS, n_step_batch
+from impls.utils.envs import env_factory
+from impls.utils.jax_envs import JaxEnvError, auto_reset_step, make_jax_env
+from impls.utils.offline_loop import TrainingError
+from impls.utils.online_loop import OnlineRun, _slope, agent_config, metric_vector_update, reduction
+
+
+def _schedule(start, end, fraction, step, total):
+    """The host loop's `linear` schedule, on traced values."""
+    horizon = max(1.0, fraction * total)
+    return end + (start - end) * jnp.maximum(0.0, 1.0 - step / horizon)
+
+
+def _check_supported(args, config):
+    refused = []
+    if args.env_entry_point:
+        refused.append('--env_entry_point (a Python environment): drop --env_backend jax')
+    if args.expert:
+        refused.append('--expert (the expert curriculum calls a host policy every step): drop --env_backend jax')
+    if config.prioritized:
+        refused.append('--agent.prioritized (its sum-tree lives on the host): drop it or --env_backend jax')
+    if refused:
+        raise TrainingError('--env_backend jax does not support ' + '; '.join(refused) + '.')
+    if config.buffer_size // args.num_envs <= config.n_step:
+        raise TrainingError(f'replay buffer {config.buffer_size} over {args.num_envs} envs holds too few steps per env '
+                            f'for {config.n_step}-step returns; raise --agent.buffer_size.')
+
+
+def init_state(env, agent_leaves, config, num_envs, seed, ring):
+    """The whole loop state as one pytree (everything but the agent is plain arrays)."""
+    key, reset_key = jax.random.split(jax.random.PRNGKey(seed + 1_000_003))
+    env_state, obs = jax.vmap(env.reset)(jax.random.split(reset_key, num_envs))
+    per_env = config.buffer_size // num_envs
+    shape = (per_env, num_envs)
+    replay = dict(
+        observations=jnp.zeros(shape + env.observation_shape, jnp.float32),
+        next_observations=jnp.zeros(shape + env.observation_shape, jnp.float32),
+        actions=jnp.zeros(shape, jnp.int32), rewards=jnp.zeros(shape, jnp.float32),
+        terminated=jnp.zeros(shape, bool), done=jnp.zeros(shape, bool),
+    )
+    return dict(
+        agent=agent_leaves, replay=replay, pos=jnp.int32(0), rows=jnp.int32(0),
+        env_state=env_state, elapsed=jnp.zeros(num_envs, jnp.int32), obs=obs,
+        episode_return=jnp.zeros(num_envs, jnp.float32), key=key, step=jnp.int32(0), updates_due=jnp.float32(0),
+        recent_returns=jnp.zeros(ring, jnp.float32), returns_seen=jnp.int32(0),  # ring of finished episodes
+    )
+
+
+def make_run_steps(env, treedef, update_fn, num_metrics, config, num_envs, total):
+    """jit(fn(state, vector_steps) -> (state, interval stats)): that many vector steps of the loop."""
+    c = config.to_dict()
+    per_env = c['buffer_size'] // num_envs
+    ratio = c['training_steps_per_sample'] * num_envs
+
+    def greedy(leaves, obs):
+        return jax.tree.unflatten(treedef, leaves).greedy_actions(obs)
+
+    def update(i, carry):
+        state, stats = carry
+        key, sample_key = jax.random.split(state['key'])
+        eligible = state['rows'] - (c['n_step'] - 1)  # the newest n - 1 rows lack their n-step future
+        flat = jax.random.randint(sample_key, (c['batch_size'],), 0, eligible * num_envs)
+        rows = (state['pos'] - state['rows'] + flat // num_envs) % per_env  # counted from the oldest row
+        batch = n_step_batch(state['replay'], rows, flat % num_envs, c['n_step'], c['discount'], per_env, jnp)
+        batch['weights'] = jnp.ones(c['batch_size'], jnp.float32)
+        leaves, vector, _ = update_fn(state['agent'], batch)
+        stats = dict(updates=stats['updates'] + 1, sum=stats['sum'] + vector,
+                     min=jnp.minimum(stats['min'], vector), max=jnp.maximum(stats['max'], vector))
+        return dict(state, agent=leaves, key=key), stats
+
+    def vector_step(i, carry):
+        state, stats = carry
+        key, explore_key, action_key, reset_key = jax.random.split(state['key'], 4)
+        epsilon = _schedule(c['epsilon_start'], c['epsilon_end'], c['epsilon_fraction'], state['step'], total)
+        explore = jax.random.uniform(explore_key, (num_envs,)) < epsilon
+        random_actions = jax.random.randint(action_key, (num_envs,), 0, env.num_actions, jnp.int32)
+        actions = jnp.where(explore, random_actions, greedy(state['agent'], state['obs']))
+        env_state, elapsed, obs, final_obs, reward, terminated, truncated = jax.vmap(
+            lambda s, t, a, k: auto_reset_step(env, s, t, a, k))(
+            state['env_state'], state['elapsed'], actions, jax.random.split(reset_key, num_envs))
+        done = terminated | truncated
+        transition = dict(observations=state['obs'], actions=actions, rewards=reward, next_observations=final_obs,
+                          terminated=terminated, done=done)
+        replay = {k: state['replay'][k].at[state['pos']].set(transition[k]) for k in FIELDS}
+        episode_return = state['episode_return'] + reward
+        ring = state['recent_returns'].shape[0]
+        slots = state['returns_seen'] + jnp.cumsum(done) - 1
+        recent = state['recent_returns'].at[jnp.where(done, slots % ring, ring)].set(episode_return, mode='drop')
+        step = state['step'] + num_envs
+        learning = (step >= c['learning_starts']) & (state['rows'] + 1 >= c['n_step'])
+        updates_due = state['updates_due'] + jnp.where(learning, ratio, 0.0)
+        state = dict(
+            state, replay=replay, pos=(state['pos'] + 1) % per_env, rows=jnp.minimum(state['rows'] + 1, per_env),
+            env_state=env_state, elapsed=elapsed, obs=obs, episode_return=jnp.where(done, 0.0, episode_return),
+            key=key, step=step, updates_due=updates_due - jnp.floor(updates_due),
+            recent_returns=recent, returns_seen=state['returns_seen'] + done.sum(),
+        )
+        return jax.lax.fori_loop(0, jnp.floor(updates_due).astype(jnp.int32), update, (state, stats))
+
+    @jax.jit
+    def run_steps(state, vector_steps):
+        stats = dict(updates=jnp.int32(0), sum=jnp.zeros(num_metrics), min=jnp.full(num_metrics, jnp.inf),
+                     max=jnp.full(num_metrics, -jnp.inf))
+        return jax.lax.fori_loop(0, vector_steps, vector_step, (state, stats))
+
+    return run_steps
+
+
+def _ordered_returns(state):
+    """The finished episodes' returns in the ring, oldest first."""
+    ring = state['recent_returns'].shape[0]
+    seen = int(state['returns_seen'])
+    values = np.asarray(state['recent_returns'])
+    if seen <= ring:
+        return values[:seen].tolist()
+    start = seen % ring
+    return np.concatenate([values[start:], values[:start]]).tolist()
+
+
+def run_compiled(args, spec):
+    config = agent_config(args, spec)
+    _check_supported(args, config)
+    try:
+        env = make_jax_env(args.env_name)
+    except JaxEnvError as e:
+        raise TrainingError(str(e)) from e
+    num_envs = args.num_envs
+    example_obs = np.zeros(env.observation_shape, np.float32)
+    agent = spec.agent_cls.create(args.seed, example_obs[None], env.num_actions, config)
+    run = OnlineRun(args, config, dict(num_actions=env.num_actions, observation_shape=list(env.observation_shape),
+                                       observation_dtype='float32'))
+    total = run.total
+    leaves, treedef = jax.tree.flatten(agent)
+    state = init_state(env, leaves, config, num_envs, args.seed, ring=max(100, args.slope_window))
+    if args.resume:
+        agent, loop = run.restore(agent)
+        state = dict(jax.tree.map(jnp.asarray, loop['state']), agent=jax.tree.leaves(agent))
+        print(f'Resumed {run.run_dir} at environment step {int(state["step"])}.')
+    step = int(state['step'])
+    run.start(step)
+    b = config.batch_size
+    example_batch = dict(observations=jnp.zeros((b,) + env.observation_shape), actions=jnp.zeros(b, jnp.int32),
+                         returns=jnp.zeros(b), bootstrap_discounts=jnp.zeros(b),
+                         next_observations=jnp.zeros((b,) + env.observation_shape), weights=jnp.zeros(b))
+    update_fn, names = metric_vector_update(treedef, leaves, example_batch)
+    run_steps = make_run_steps(env, treedef, update_fn, len(names), config, num_envs, total)
+    factory = env_factory(args.env_name)  # evaluation runs on gymnasium's own environment
+    next_log = (step // args.log_interval + 1) * args.log_interval
+    next_eval = (step // run.eval_interval + 1) * run.eval_interval
+    next_ckpt = (step // run.ckpt_every + 1) * run.ckpt_every
+    loop_start, loop_start_step, excluded, ret = time.perf_counter(), step, 0.0, None
+    try:
+        while step < total:
+            target = min(next_log, next_eval if args.eval_episodes > 0 else total, next_ckpt, total)
+            t0 = time.perf_counter()
+            state, stats = run_steps(state, max(1, -(-(target - step) // num_envs)))
+            stats = jax.device_get(stats)
+            elapsed = time.perf_counter() - t0
+            done_steps, step = int(state['step']) - step, int(state['step'])
+            run.bar.update(done_steps)
+            returns = _ordered_returns(state)
+            if step >= next_log or step >= total:
+                next_log = (step // args.log_interval + 1) * args.log_interval
+                n = int(stats['updates'])
+                reduced = {k: (stats[reduction(k)][i] if reduction(k) != 'mean' else stats['sum'][i] / n)
+                           for i, k in enumerate(names)} if n else {}
+                run.log_training(step, reduced, {
+                    'charts/epsilon': float(_schedule(config.epsilon_start, config.epsilon_end,
+                                                      config.epsilon_fraction, step, total)),
+                    'charts/expert_ratio': 0.0,
+                    'charts/agent_return': float(np.mean(returns[-100:])) if returns else float('nan'),
+                    'charts/reward_slope': _slope(returns[-args.slope_window:]),
+                    'charts/replay_ratio': n * config.batch_size / max(done_steps, 1),
+                    'charts/buffer_size': int(state['rows']) * num_envs,
+                    'time/steps_per_second': done_steps / max(elapsed, 1e-9),
+                })
+            if args.eval_episodes > 0 and (step >= next_eval or step >= total):
+                next_eval = (step // run.eval_interval + 1) * run.eval_interval
+                t0 = time.perf_counter()
+                agent = jax.tree.unflatten(treedef, state['agent'])
+                ret = run.evaluate(step, agent, factory, np.mean(returns[-10:]) if returns else float('nan'))
+                excluded += time.perf_counter() - t0
+            if step >= next_ckpt or step >= total:
+                next_ckpt = (step // run.ckpt_every + 1) * run.ckpt_every
+                t0 = time.perf_counter()
+                host = jax.device_get(state)
+                run.save(step, jax.tree.unflatten(treedef, state['agent']),
+                         dict(state={k: v for k, v in host.items() if k != 'agent'}))
+                excluded += time.perf_counter() - t0
+    finally:
+        run.close()
+    sps = (step - loop_start_step) / max(time.perf_counter() - loop_start - excluded, 1e-9)
+    return run.summary(jax.tree.unflatten(treedef, state['agent']), _ordered_returns(state), sps, ret)
