@@ -10,7 +10,10 @@ CleanRL is never vendored here: PATH is a checkout of github.com/vwxyzjn/cleanrl
 SummaryWriter and buffer, gymnasium 0.29.1 as it pins; jax/flax as ours). Both report steps / seconds
 of the training loop: CleanRL prints global_step / (time since its loop started); ours prints the same,
 less evaluation and checkpoint time (evaluation is off here and the one checkpoint is at the end).
-`--ours_num_envs 8` adds a row for our vectorised loop at the same replay ratio.
+`--ours_num_envs 8` adds a row for our vectorised loop at the same replay ratio; `--jax_num_envs 1 16` adds rows
+for the compiled loop (`--env_backend jax`: CartPole-v1 written in jax, acting, replay and updates in one
+jitted loop per log interval; its evaluation would run on gymnasium's CartPole, and is off here as for the
+others). Every figure includes the implementation's compilation, as CleanRL's does.
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ def main():
     parser.add_argument('--steps', type=int, default=50_000)
     parser.add_argument('--repeats', type=int, default=3)
     parser.add_argument('--ours_num_envs', type=int, default=0, help='also time our loop with this many envs')
+    parser.add_argument('--jax_num_envs', type=int, nargs='*', default=[],
+                        help='also time the compiled loop (--env_backend jax) with these numbers of envs')
     parser.add_argument('--out', default=os.path.join(ROOT, 'benchmarks', 'results', 'dqn_speed.json'))
     args = parser.parse_args()
     script = os.path.join(args.cleanrl, 'cleanrl', 'dqn_jax.py')
@@ -58,6 +63,8 @@ def main():
     rows = {'ours': [], 'cleanrl': []}
     if args.ours_num_envs:
         rows[f'ours_{args.ours_num_envs}envs'] = []
+    for n in args.jax_num_envs:
+        rows[f'ours_jax_{n}envs'] = []
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.repeats):
             for name in rows:
@@ -66,16 +73,18 @@ def main():
                            '--seed', str(r)]
                     sps, wall = run(cmd, tmp, theirs_env, r'SPS: (\d+)')
                 else:
-                    num_envs = args.ours_num_envs if name != 'ours' else 1
+                    num_envs = 1 if name == 'ours' else int(name.rsplit('_', 1)[-1][:-4])
                     cmd = [sys.executable, os.path.join(ROOT, 'train.py'), '--algorithm', 'dqn', '--env_name',
                            'CartPole-v1', '--train_steps', str(args.steps), '--eval_episodes', '0', '--seed', str(r),
                            '--num_envs', str(num_envs), '--save_dir', os.path.join(tmp, f'{name}-{r}'),
                            '--wandb_mode', 'disabled', '--no_progress', '--log_interval', '5000']
+                    if name.startswith('ours_jax'):
+                        cmd += ['--env_backend', 'jax']
                     if num_envs > 1:  # learning starts and the replay ratio stay per environment step
                         cmd += [f'--agent.training_steps_per_sample={0.1}']
                     sps, wall = run(cmd, ROOT, None, r'Environment steps per second[^:]*: ([\d.]+)')
                 rows[name].append(dict(steps_per_second=sps, wall_seconds=wall))
-                print(f'repeat {r}: {name:>12}: {sps:9.1f} env steps/s (process wall {wall:.1f} s)', flush=True)
+                print(f'repeat {r}: {name:>16}: {sps:9.1f} env steps/s (process wall {wall:.1f} s)', flush=True)
     median = {k: float(np.median([x['steps_per_second'] for x in v])) for k, v in rows.items()}
     result = dict(steps=args.steps, repeats=args.repeats, runs=rows, median_steps_per_second=median,
                   ratio_vs_cleanrl={k: median[k] / median['cleanrl'] for k in median if k != 'cleanrl'},
