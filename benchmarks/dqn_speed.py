@@ -13,7 +13,9 @@ less evaluation and checkpoint time (evaluation is off here and the one checkpoi
 `--ours_num_envs 8` adds a row for our vectorised loop at the same replay ratio; `--jax_num_envs 1 16` adds rows
 for the compiled loop (`--env_backend jax`: CartPole-v1 written in jax, acting, replay and updates in one
 jitted loop per log interval; its evaluation would run on gymnasium's CartPole, and is off here as for the
-others). Every figure includes the implementation's compilation, as CleanRL's does.
+others). Every figure includes the implementation's compilation, as CleanRL's does. `--compilation_cache` gives
+both implementations (both are jax programs) jax's persistent compilation cache, warmed by one untimed run
+each, as a researcher running many seeds would have it.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ def main():
     parser.add_argument('--ours_num_envs', type=int, default=0, help='also time our loop with this many envs')
     parser.add_argument('--jax_num_envs', type=int, nargs='*', default=[],
                         help='also time the compiled loop (--env_backend jax) with these numbers of envs')
+    parser.add_argument('--compilation_cache', action='store_true',
+                        help="time with a warm jax compilation cache (JAX_COMPILATION_CACHE_DIR) for both")
     parser.add_argument('--out', default=os.path.join(ROOT, 'benchmarks', 'results', 'dqn_speed.json'))
     args = parser.parse_args()
     script = os.path.join(args.cleanrl, 'cleanrl', 'dqn_jax.py')
@@ -66,29 +70,42 @@ def main():
     for n in args.jax_num_envs:
         rows[f'ours_jax_{n}envs'] = []
     with tempfile.TemporaryDirectory() as tmp:
-        for r in range(args.repeats):
+        if args.compilation_cache:  # one cache per implementation, every compilation cached
+            for name, env in (('cleanrl', theirs_env), ('ours', None)):
+                cache = dict(JAX_COMPILATION_CACHE_DIR=os.path.join(tmp, f'cache-{name}'),
+                             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0')
+                if name == 'cleanrl':
+                    theirs_env = dict(theirs_env, **cache)
+                else:
+                    ours_env = dict(os.environ, **cache)
+        else:
+            ours_env = None
+        for r in range(-1 if args.compilation_cache else 0, args.repeats):  # repeat -1: warms the caches, untimed
             for name in rows:
                 if name == 'cleanrl':
                     cmd = [args.cleanrl_python, os.path.abspath(script), '--total-timesteps', str(args.steps),
-                           '--seed', str(r)]
+                           '--seed', str(max(r, 0))]
                     sps, wall = run(cmd, tmp, theirs_env, r'SPS: (\d+)')
                 else:
                     num_envs = 1 if name == 'ours' else int(name.rsplit('_', 1)[-1][:-4])
                     cmd = [sys.executable, os.path.join(ROOT, 'train.py'), '--algorithm', 'dqn', '--env_name',
-                           'CartPole-v1', '--train_steps', str(args.steps), '--eval_episodes', '0', '--seed', str(r),
+                           'CartPole-v1', '--train_steps', str(args.steps), '--eval_episodes', '0',
+                           '--seed', str(max(r, 0)),
                            '--num_envs', str(num_envs), '--save_dir', os.path.join(tmp, f'{name}-{r}'),
                            '--wandb_mode', 'disabled', '--no_progress', '--log_interval', '5000']
                     if name.startswith('ours_jax'):
                         cmd += ['--env_backend', 'jax']
                     if num_envs > 1:  # learning starts and the replay ratio stay per environment step
                         cmd += [f'--agent.training_steps_per_sample={0.1}']
-                    sps, wall = run(cmd, ROOT, None, r'Environment steps per second[^:]*: ([\d.]+)')
+                    sps, wall = run(cmd, ROOT, ours_env, r'Environment steps per second[^:]*: ([\d.]+)')
+                if r < 0:
+                    continue
                 rows[name].append(dict(steps_per_second=sps, wall_seconds=wall))
                 print(f'repeat {r}: {name:>16}: {sps:9.1f} env steps/s (process wall {wall:.1f} s)', flush=True)
     median = {k: float(np.median([x['steps_per_second'] for x in v])) for k, v in rows.items()}
     result = dict(steps=args.steps, repeats=args.repeats, runs=rows, median_steps_per_second=median,
                   ratio_vs_cleanrl={k: median[k] / median['cleanrl'] for k in median if k != 'cleanrl'},
-                  date=time.strftime('%Y-%m-%d'), machine=f'{os.cpu_count()} CPU cores, no GPU')
+                  compilation_cache=args.compilation_cache, date=time.strftime('%Y-%m-%d'), machine=f'{os.cpu_count()} CPU cores, no GPU')
     print(json.dumps(result['median_steps_per_second'], indent=1))
     print('ratio vs CleanRL (median):', {k: round(v, 2) for k, v in result['ratio_vs_cleanrl'].items()})
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
