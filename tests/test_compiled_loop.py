@@ -11,6 +11,7 @@ import pytest
 
 import train
 from impls.data.replay import FIELDS, ReplayBuffer, n_step_batch
+from impls.utils.checkpoints import Checkpointer
 from tests.conftest import restored_leaves
 
 FAST = ['--agent.learning_starts=500', '--agent.training_steps_per_sample=0.5', '--agent.hidden_dims=64',
@@ -86,3 +87,13 @@ def test_compiled_loop_refuses_what_it_cannot_run(capsys, tmp_path, extra, messa
     with pytest.raises(SystemExit):
         train.main(compiled(tmp_path / 'run', '--train_steps', '100', *extra))
     assert message in capsys.readouterr().err
+
+
+def test_compiled_loop_nan_stops_the_run_with_the_step_and_keeps_the_checkpoint(capsys, tmp_path):
+    argv = compiled(tmp_path / 'r', '--train_steps', '3000', '--ckpt_every', '250', '--agent.lr=1e30',
+                    '--agent.max_grad_norm=0', '--agent.learning_starts=600')
+    with pytest.raises(SystemExit):
+        train.main(argv)
+    err = capsys.readouterr().err
+    assert 'non-finite training/' in err and 'at environment step 1000' in err and 'last good checkpoint' in err
+    assert Checkpointer(tmp_path / 'r' / 'checkpoints').latest_step() == 750
