@@ -36,7 +36,7 @@ def build_parser():
     a('--num_envs', type=int, default=1, help='Online agents: parallel environments.')
     a('--env_backend', default='gymnasium', choices=['gymnasium', 'jax'],
       help='Online agents: "jax" runs an environment written in jax (impls/utils/jax_envs.py: CartPole-v1) with '
-      'acting, replay and updates compiled into one scan per log interval.')
+      'acting, replay and updates compiled into one jitted loop per log interval.')
     a('--expert', default=None, help='Online agents: expert for the curriculum: "cartpole", a run directory of a trained online agent, or MODULE:CALLABLE.')
     a('--reward_bound', type=float, default=None,
       help='Online agents: |r|max, for the value-divergence bound |r|max / (1 - gamma).')

@@ -1,5 +1,5 @@
 """Environments written in jax, for the compiled online loop (`train.py --env_backend jax`): acting, the
-environment step, the replay write and the updates all run inside one `lax.scan`, with no Python per
+environment step, the replay write and the updates all run inside one jitted loop, with no Python per
 step (the PureJaxRL pattern). Each is a pure-function port of a gymnasium environment with the same
 dynamics, checked step by step against gymnasium's own in tests/test_jax_envs.py.
 

@@ -9,7 +9,7 @@ environment steps here.
 
 Two backends share everything but the stepping (`OnlineRun`: configuration, run directory, logging,
 health monitor, evaluation, checkpoints): gymnasium environments stepped from Python (this module), and
-environments written in jax, where whole stretches of the loop run as one compiled scan
+environments written in jax, where whole stretches of the loop run as one compiled loop
 (`--env_backend jax`, impls/utils/compiled_loop.py).
 """
 
