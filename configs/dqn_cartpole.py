@@ -1,4 +1,5 @@
-"""DQN on CartPole-v1 that reaches 500 by 50k environment steps on every seed we ran (benchmarks/RESULTS.md):
+"""DQN on CartPole-v1: at 50k environment steps, >= 475 on 36 of 38 seeds run (greedy; 38 of 38 for the last-10
+training mean), 500 on seeds 0-4 (benchmarks/RESULTS.md):
 
     python train.py --preset dqn_cartpole --seed 0
 
