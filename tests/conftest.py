@@ -65,3 +65,22 @@ def restored_leaves(ckpt_dir, step):
     manager = Checkpointer(ckpt_dir).manager
     state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore())).state
     return [np.asarray(x) for x in jax.tree.leaves(state)]
+
+
+def rewind_online_run(full_dir, copy_dir, drop_step):
+    """A copy of an online run as if it had stopped before its checkpoint at `drop_step` (that checkpoint and
+    its loop state removed), for resume tests."""
+    import os
+    import shutil
+
+    shutil.copytree(full_dir, copy_dir)
+    shutil.rmtree(os.path.join(copy_dir, 'checkpoints', str(drop_step)))
+    os.remove(os.path.join(copy_dir, 'checkpoints', f'loop_{drop_step}.pkl'))
+
+
+def assert_same_checkpoint(ckpt_dir_a, ckpt_dir_b, step):
+    """The two checkpoints at `step` hold bit-identical agent arrays."""
+    a, b = restored_leaves(ckpt_dir_a, step), restored_leaves(ckpt_dir_b, step)
+    assert len(a) == len(b) > 0
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)

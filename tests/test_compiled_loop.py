@@ -2,8 +2,6 @@
 learning, the dashboard, determinism, exact resume, and what it refuses."""
 
 import csv
-import os
-import shutil
 
 import jax.numpy as jnp
 import numpy as np
@@ -12,7 +10,7 @@ import pytest
 import train
 from impls.data.replay import FIELDS, ReplayBuffer, n_step_batch
 from impls.utils.checkpoints import Checkpointer
-from tests.conftest import restored_leaves
+from tests.conftest import assert_same_checkpoint, rewind_online_run
 
 FAST = ['--agent.learning_starts=500', '--agent.training_steps_per_sample=0.5', '--agent.hidden_dims=64',
         '--agent.epsilon_fraction=0.3', '--agent.lr=1e-3', '--agent.batch_size=64', '--agent.buffer_size=4000',
@@ -65,16 +63,10 @@ def test_compiled_loop_is_deterministic_and_resumes_exactly(tmp_path):
     steps = ['--train_steps', '2000', '--ckpt_every', '1000']
     train.main(compiled(tmp_path / 'full', *steps))
     train.main(compiled(tmp_path / 'again', *steps))
-    shutil.copytree(tmp_path / 'full', tmp_path / 'half')
-    shutil.rmtree(tmp_path / 'half' / 'checkpoints' / '2000')
-    os.remove(tmp_path / 'half' / 'checkpoints' / 'loop_2000.pkl')
+    rewind_online_run(tmp_path / 'full', tmp_path / 'half', 2000)
     train.main(compiled(tmp_path / 'half', *steps, '--resume'))
-    a = restored_leaves(tmp_path / 'full' / 'checkpoints', 2000)
     for other in ('again', 'half'):
-        b = restored_leaves(tmp_path / other / 'checkpoints', 2000)
-        assert len(a) == len(b) > 0
-        for x, y in zip(a, b):
-            np.testing.assert_array_equal(x, y)
+        assert_same_checkpoint(tmp_path / 'full' / 'checkpoints', tmp_path / other / 'checkpoints', 2000)
 
 
 @pytest.mark.parametrize('extra, message', [

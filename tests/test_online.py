@@ -1,15 +1,13 @@
 """The online loop through train.py: learning on a tiny env, exact resume, the expert curriculum, bad input."""
 
 import csv
-import os
-import shutil
 
 import numpy as np
 import pytest
 
 import train
 from impls.utils.checkpoints import Checkpointer
-from tests.conftest import restored_leaves
+from tests.conftest import assert_same_checkpoint, rewind_online_run
 
 CORRIDOR = 'tests.fixtures.custom_envs:Corridor'
 PIXELS = 'tests.fixtures.custom_envs:PixelCorridor'
@@ -42,15 +40,9 @@ def test_resume_continues_exactly(tmp_path):
     steps = ['--train_steps', '2000', '--ckpt_every', '1000']
     train.main(online(tmp_path / 'full', *steps))
     # The same run, stopped after its step-1000 checkpoint: drop the later one and resume.
-    shutil.copytree(tmp_path / 'full', tmp_path / 'half')
-    shutil.rmtree(tmp_path / 'half' / 'checkpoints' / '2000')
-    os.remove(tmp_path / 'half' / 'checkpoints' / 'loop_2000.pkl')
+    rewind_online_run(tmp_path / 'full', tmp_path / 'half', 2000)
     train.main(online(tmp_path / 'half', *steps, '--resume'))
-    a = restored_leaves(tmp_path / 'full' / 'checkpoints', 2000)
-    b = restored_leaves(tmp_path / 'half' / 'checkpoints', 2000)
-    assert len(a) == len(b) > 0
-    for x, y in zip(a, b):
-        np.testing.assert_array_equal(x, y)
+    assert_same_checkpoint(tmp_path / 'full' / 'checkpoints', tmp_path / 'half' / 'checkpoints', 2000)
 
 
 def test_expert_curriculum_logs_agent_and_expert_returns(tmp_path):

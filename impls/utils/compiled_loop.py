@@ -22,11 +22,11 @@ from impls.data.replay import FIELDS, n_step_batch
 from impls.utils.envs import env_factory
 from impls.utils.jax_envs import JaxEnvError, auto_reset_step, make_jax_env
 from impls.utils.offline_loop import TrainingError
-from impls.utils.online_loop import OnlineRun, _slope, agent_config, metric_vector_update, reduction
+from impls.utils.online_loop import OnlineRun, _slope, agent_config, linear, metric_vector_update, reduction
 
 
 def _schedule(start, end, fraction, step, total):
-    """The host loop's `linear` schedule, on traced values."""
+    """online_loop.linear (the host's schedule, kept free of jax dispatches) on traced values."""
     horizon = max(1.0, fraction * total)
     return end + (start - end) * jnp.maximum(0.0, 1.0 - step / horizon)
 
@@ -66,9 +66,19 @@ def init_state(env, agent_leaves, config, num_envs, seed, ring):
     )
 
 
-def make_run_steps(env, treedef, update_fn, num_metrics, config, num_envs, total):
+def sample_batch(state, key, c, num_envs):
+    """A uniform n-step batch from the device replay (`c`: the agent config as a dict)."""
+    per_env = c['buffer_size'] // num_envs
+    eligible = state['rows'] - (c['n_step'] - 1)  # the newest n - 1 rows lack their n-step future
+    flat = jax.random.randint(key, (c['batch_size'],), 0, eligible * num_envs)
+    rows = (state['pos'] - state['rows'] + flat // num_envs) % per_env  # counted from the oldest row
+    batch = n_step_batch(state['replay'], rows, flat % num_envs, c['n_step'], c['discount'], per_env, jnp)
+    batch['weights'] = jnp.ones(c['batch_size'], jnp.float32)
+    return batch
+
+
+def make_run_steps(env, treedef, update_fn, num_metrics, c, num_envs, total):
     """jit(fn(state, vector_steps) -> (state, interval stats)): that many vector steps of the loop."""
-    c = config.to_dict()
     per_env = c['buffer_size'] // num_envs
     ratio = c['training_steps_per_sample'] * num_envs
 
@@ -78,12 +88,7 @@ def make_run_steps(env, treedef, update_fn, num_metrics, config, num_envs, total
     def update(i, carry):
         state, stats = carry
         key, sample_key = jax.random.split(state['key'])
-        eligible = state['rows'] - (c['n_step'] - 1)  # the newest n - 1 rows lack their n-step future
-        flat = jax.random.randint(sample_key, (c['batch_size'],), 0, eligible * num_envs)
-        rows = (state['pos'] - state['rows'] + flat // num_envs) % per_env  # counted from the oldest row
-        batch = n_step_batch(state['replay'], rows, flat % num_envs, c['n_step'], c['discount'], per_env, jnp)
-        batch['weights'] = jnp.ones(c['batch_size'], jnp.float32)
-        leaves, vector, _ = update_fn(state['agent'], batch)
+        leaves, vector, _ = update_fn(state['agent'], sample_batch(state, sample_key, c, num_envs))
         stats = dict(updates=stats['updates'] + 1, sum=stats['sum'] + vector,
                      min=jnp.minimum(stats['min'], vector), max=jnp.maximum(stats['max'], vector))
         return dict(state, agent=leaves, key=key), stats
@@ -158,12 +163,10 @@ def run_compiled(args, spec):
         print(f'Resumed {run.run_dir} at environment step {int(state["step"])}.')
     step = int(state['step'])
     run.start(step)
-    b = config.batch_size
-    example_batch = dict(observations=jnp.zeros((b,) + env.observation_shape), actions=jnp.zeros(b, jnp.int32),
-                         returns=jnp.zeros(b), bootstrap_discounts=jnp.zeros(b),
-                         next_observations=jnp.zeros((b,) + env.observation_shape), weights=jnp.zeros(b))
+    c = config.to_dict()
+    example_batch = jax.eval_shape(lambda s: sample_batch(s, s['key'], c, num_envs), state)
     update_fn, names = metric_vector_update(treedef, leaves, example_batch)
-    run_steps = make_run_steps(env, treedef, update_fn, len(names), config, num_envs, total)
+    run_steps = make_run_steps(env, treedef, update_fn, len(names), c, num_envs, total)
     factory = env_factory(args.env_name)  # evaluation runs on gymnasium's own environment
     next_log = (step // args.log_interval + 1) * args.log_interval
     next_eval = (step // run.eval_interval + 1) * run.eval_interval
@@ -185,8 +188,7 @@ def run_compiled(args, spec):
                 reduced = {k: (stats[reduction(k)][i] if reduction(k) != 'mean' else stats['sum'][i] / n)
                            for i, k in enumerate(names)} if n else {}
                 run.log_training(step, reduced, {
-                    'charts/epsilon': float(_schedule(config.epsilon_start, config.epsilon_end,
-                                                      config.epsilon_fraction, step, total)),
+                    'charts/epsilon': linear(c['epsilon_start'], c['epsilon_end'], c['epsilon_fraction'], step, total),
                     'charts/expert_ratio': 0.0,
                     'charts/agent_return': float(np.mean(returns[-100:])) if returns else float('nan'),
                     'charts/reward_slope': _slope(returns[-args.slope_window:]),

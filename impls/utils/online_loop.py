@@ -153,7 +153,7 @@ class OnlineRun:
     beside it) and the per-interval training log."""
 
     def __init__(self, args, config, record_extra):
-        self.args, self.config = args, config
+        self.args = args
         self.total = args.train_steps or 50_000
         self.eval_interval = args.eval_interval or self.total
         self.ckpt_every = args.ckpt_every or self.eval_interval
