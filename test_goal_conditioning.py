@@ -27,7 +27,8 @@ EXIT_CODES = {'uses the goal': 0, 'weakly uses the goal': 1, 'ignores the goal':
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--checkpoint', required=True, help='Run directory, its checkpoints/ directory, or one step directory.')
-    p.add_argument('--algorithm', required=True, help='Algorithm the checkpoint was trained with (checked).')
+    p.add_argument('--algorithm', default=None,
+                   help='Algorithm the checkpoint was trained with, in any case (checked; default: the one it records).')
     p.add_argument('--dataset_path', default=None, help='Dataset for probe states (default: the run\'s, -val first).')
     p.add_argument('--env_name', default=None, help='Env for the success test (default: the run\'s; "none" skips).')
     p.add_argument('--num_states', type=int, default=1024, help='Probe states.')
@@ -46,7 +47,7 @@ def run(args):
     from impls.data.sampler import GoalSampler
     from impls.utils.goal_probe import Thresholds, goal_sensitivity, probe_batch
 
-    agent, record, step = load_agent(args.checkpoint, args.algorithm)
+    agent, record, step = load_agent(args.checkpoint, args.algorithm, allow_online=False)
     dataset_path = args.dataset_path or record['dataset_path']
     if args.dataset_path is None and os.path.exists(val_path_for(dataset_path)):
         dataset_path = val_path_for(dataset_path)
@@ -65,16 +66,33 @@ def run(args):
     report.update(goal_sensitivity(agent, batch, args.num_alt_goals, args.seed, thresholds))
 
     env_name = args.env_name or record.get('env_name')
-    if env_name and env_name != 'none' and args.eval_episodes > 0:
-        from impls.utils.evaluation import evaluate
+    if env_name and env_name.lower() != 'none' and args.eval_episodes > 0:
+        report.update(success_test(agent, env_name, args, expected))
+    elif args.eval_episodes > 0:
+        report['env_note'] = 'no environment recorded for this run (pass --env_name to add the success test)'
+    return report
 
+
+def success_test(agent, env_name, args, expected_shape):
+    """Success with the true goals vs goals shuffled between tasks. A failure here (an env whose observations do
+    not match the agent's, an env that cannot be made) is reported beside the probe results, not raised."""
+    from impls.utils.evaluation import evaluate, make_eval_env
+
+    try:
+        env = make_eval_env(env_name)
+        env_shape = tuple(env.observation_space.shape)
+        env.close()
+        if env_shape != expected_shape:
+            return dict(env_note=f'success test skipped: {env_name} has observations {env_shape} but the agent was '
+                                 f'trained on {expected_shape}; pass the --env_name the data was recorded in.')
         frame_stack = agent.config['frame_stack']
         true = evaluate(agent, env_name, args.eval_episodes, seed=args.seed, frame_stack=frame_stack)
         shuffled = evaluate(agent, env_name, args.eval_episodes, seed=args.seed, frame_stack=frame_stack,
                             shuffle_goals=True)
-        report.update(env_name=env_name, success_true_goals=true['overall_success'],
-                      success_shuffled_goals=shuffled['overall_success'])
-    return report
+    except Exception as e:  # the probe results above stand on their own
+        return dict(env_note=f'success test in {env_name} failed ({type(e).__name__}: {str(e)[:300]})')
+    return dict(env_name=env_name, success_true_goals=true['overall_success'],
+                success_shuffled_goals=shuffled['overall_success'])
 
 
 def format_report(r):
@@ -95,6 +113,8 @@ def format_report(r):
         rows += [('success, true goals', r['success_true_goals'], r['env_name']),
                  ('success, shuffled goals', r['success_shuffled_goals'], 'goals of another task')]
     lines += [f'  {name:<26}{value:8.3f}   {note}' for name, value, note in rows]
+    if 'env_note' in r:
+        lines.append(f'  ({r["env_note"]})')
     t = r['thresholds']
     lines.append(f'Verdict: {r["verdict"].upper()} (action sensitivity {r["action_sensitivity"]:.3f}; '
                  f'uses >= {t["uses"]}, ignores < {t["weak"]})')

@@ -14,7 +14,7 @@ import argparse
 import os
 import sys
 
-from impls.utils.config import ConfigError, load_preset, split_agent_flags
+from impls.utils.config import KNOB_ALIASES, ConfigError, Literal, load_preset, split_agent_flags
 
 CONFIGS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs')
 
@@ -29,9 +29,10 @@ def build_parser():
     a('--preset', default=None, help='Named preset from configs/ (its values become the defaults below). '
       'With no arguments at all, train.py runs the "quickstart" preset.')
     a('--algorithm', default='crl', help='Agent name (impls.agents.AGENTS).')
-    a('--env_name', default='pointmaze-medium-navigate-v0',
-      help='Offline agents: OGBench dataset/env name (evaluation env). Online agents: a gymnasium id (CartPole-v1, '
-      'ALE/Breakout-v5).')
+    a('--env_name', default=None,
+      help='Offline agents: OGBench dataset/env name, the evaluation env ("none": no environment). Default: taken '
+      'from --dataset_path when its file is named after an OGBench env, else no environment (evaluation off). '
+      'Online agents: a gymnasium id (CartPole-v1, ALE/Breakout-v5).')
     a('--env_entry_point', default=None, help='Online agents: MODULE:CLASS of a gymnasium.Env outside the registry.')
     a('--num_envs', type=int, default=1, help='Online agents: parallel environments.')
     a('--env_backend', default='gymnasium', choices=['gymnasium', 'jax'],
@@ -51,7 +52,8 @@ def build_parser():
     a('--ckpt_dir', default=None, help='Checkpoint directory (default: SAVE_DIR/checkpoints).')
     a('--ckpt_every', '--save_interval', type=int, default=None,
       help='Checkpoint interval in steps (default: eval_interval). --save_interval is OGBench\'s name for it.')
-    a('--resume', action='store_true', help='Continue the run in SAVE_DIR from its latest checkpoint.')
+    a('--resume', action='store_true', help='Continue the run in SAVE_DIR from its latest checkpoint, with the '
+      'settings saved in SAVE_DIR/config.json (flags given now override them; the agent config must match).')
     a('--project', default='impls', help='wandb project.')
     a('--run_group', default=None, help='wandb group (OGBench\'s flag).')
     a('--wandb_mode', default=None, choices=['online', 'offline', 'disabled'],
@@ -89,17 +91,52 @@ def build_parser():
     return p
 
 
+def _saved_run(argv):
+    """--resume with a --save_dir that holds config.json: that run's saved flags and agent config."""
+    if '--resume' not in argv:
+        return None
+    save_dir = None
+    for i, arg in enumerate(argv):
+        if arg == '--save_dir' and i + 1 < len(argv):
+            save_dir = argv[i + 1]
+        elif arg.startswith('--save_dir='):
+            save_dir = arg.split('=', 1)[1]
+    if save_dir is None:
+        return None
+    path = os.path.join(save_dir, 'config.json')
+    if not os.path.exists(path):
+        if not {a.split('=', 1)[0] for a in argv} & {'--preset', '--algorithm'}:
+            raise ConfigError(f'--resume: {path} does not exist, so there is no run to continue in {save_dir}. '
+                              f'Check --save_dir, or drop --resume to start a new run there.')
+        return None  # the run is described on the command line; the loop checks for a checkpoint
+    import json
+
+    with open(path) as f:
+        return json.load(f)
+
+
 def parse_args(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     named = {a.split('=', 1)[0] for a in argv}
-    if not named & {'--preset', '--algorithm', '-h', '--help'}:
+    saved = _saved_run(argv)
+    if saved is None and not named & {'--preset', '--algorithm', '-h', '--help'}:
         # No agent chosen: the quick start (so `python train.py --no_progress` is the quick start too).
         argv = ['--preset', 'quickstart', *argv]
     argv, agent_overrides = split_agent_flags(argv)
     parser = build_parser()
-    known, _ = parser.parse_known_args(argv)
+    known, unknown_flags = parser.parse_known_args(argv)
+    for flag in unknown_flags:
+        name = flag.split('=', 1)[0].lstrip('-').replace('-', '_')
+        if name in KNOB_ALIASES:
+            raise ConfigError(f'unknown flag {flag.split("=", 1)[0]}: impls calls this setting {KNOB_ALIASES[name]}.')
     preset_agent = {}
-    if known.preset:
+    if saved is not None:
+        # Continue the saved run: its flags are the defaults (flags given now still win), its agent config the base.
+        flags = {k: v for k, v in saved.get('flags', {}).items()
+                 if k in vars(known) and k not in ('resume', 'save_dir', 'preset')}
+        parser.set_defaults(**flags)
+        preset_agent = {k: Literal(tuple(v) if isinstance(v, list) else v) for k, v in saved.get('agent', {}).items()}
+    elif known.preset:
         preset = load_preset(known.preset, CONFIGS_DIR)
         preset_agent = preset.pop('agent')
         unknown = [k for k in preset if k not in vars(known)]
@@ -107,7 +144,11 @@ def parse_args(argv=None):
             raise ConfigError(f'preset {known.preset!r} sets unknown flags {unknown}.')
         parser.set_defaults(**preset)
     args = parser.parse_args(argv)
+    if saved is not None and str(args.algorithm).lower() != str(saved.get('algorithm', '')).lower():
+        preset_agent = {}  # another algorithm than the saved run's: the checkpoint check will say so
     args.agent_overrides = {**preset_agent, **agent_overrides}
+    if args.env_name is not None and args.env_name.lower() == 'none':
+        args.env_name = None
     return args
 
 
@@ -126,6 +167,7 @@ def main(argv=None):
         if args.distributed:
             initialize_distributed()
         spec = get_agent(args.algorithm)
+        args.algorithm = spec.name  # one canonical (lower-case) name in run names, config.json and checkpoints
         loops = {'offline_gc': run_offline, 'online': run_online}
         return loops[spec.kind](args, spec)
     except (ConfigError, UnknownAlgorithmError, TrainingError, DatasetError, CheckpointError, HealthConfigError,

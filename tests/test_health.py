@@ -139,7 +139,7 @@ def test_bad_configuration_is_reported():
     with pytest.raises(HealthConfigError, match='unknown health detector'):
         parse_health_overrides([], disable=['nope'])
     assert parse_health_overrides(['value_divergence.growth=3']) == {'value_divergence': {'growth': 3.0}}
-    assert set(DETECTORS) == {'value_divergence', 'objective_mismatch', 'goal_ignoring', 'epoch_shock', 'gradient',
+    assert set(DETECTORS) == {'value_divergence', 'objective_mismatch', 'goal_ignoring', 'critic_at_chance', 'epoch_shock', 'gradient',
                               'target_tracking', 'entropy'}
 
 

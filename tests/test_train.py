@@ -153,14 +153,19 @@ def test_corrupt_checkpoint_is_reported(capsys, npz_dataset, tmp_path):
             with open(os.path.join(root, name), 'wb') as f:
                 f.write(b'garbage')
     err = _error(capsys, args_for(npz_dataset, run, '--train_steps', '20', '--resume'))
-    assert 'cannot restore checkpoint' in err and 'delete that step directory' in err
+    assert 'cannot restore checkpoint' in err and 'aside' in err and '--resume continues from step 8' in err
 
 
-def test_image_dataset_needs_an_image_encoder_and_the_reverse(capsys, tmp_path, episodes):
+def test_image_dataset_gets_an_image_encoder_and_the_reverse(capsys, tmp_path, episodes):
     pixels = dict(episodes, observations=np.zeros((len(episodes['terminals']), 8, 8, 3), np.uint8))
     np.savez(tmp_path / 'px.npz', **pixels)
-    err = _error(capsys, args_for(str(tmp_path / 'px.npz'), tmp_path / 'r'))
-    assert '--agent.encoder=impala_small' in err
+    args = train.parse_args(args_for(str(tmp_path / 'px.npz'), tmp_path / 'r'))
+    from impls.agents import get_agent
+    from impls.data.datasets import load_dataset
+    from impls.utils.offline_loop import build_config
+
+    config = build_config(args, get_agent('crl'), load_dataset(str(tmp_path / 'px.npz')))
+    assert config.encoder == 'impala_small' and 'using the impala_small image encoder' in capsys.readouterr().out
     np.savez(tmp_path / 'st.npz', **episodes)
     err = _error(capsys, args_for(str(tmp_path / 'st.npz'), tmp_path / 'r2', '--agent.encoder=impala_small'))
     assert 'drop --agent.encoder' in err

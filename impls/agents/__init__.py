@@ -13,16 +13,17 @@ from impls.agents import cmd, crl, dqn, gciql
 
 @dataclasses.dataclass(frozen=True)
 class AgentSpec:
+    name: str  # canonical (lower-case) algorithm name, as stored in config.json and checkpoints
     agent_cls: type
     get_config: Callable
     kind: str  # 'offline_gc': offline goal-conditioned on an OGBench-layout dataset; 'online': env interaction.
 
 
 AGENTS = {
-    'cmd': AgentSpec(cmd.CMDAgent, cmd.get_config, 'offline_gc'),
-    'crl': AgentSpec(crl.CRLAgent, crl.get_config, 'offline_gc'),
-    'gciql': AgentSpec(gciql.GCIQLAgent, gciql.get_config, 'offline_gc'),
-    'dqn': AgentSpec(dqn.DQNAgent, dqn.get_config, 'online'),
+    'cmd': AgentSpec('cmd', cmd.CMDAgent, cmd.get_config, 'offline_gc'),
+    'crl': AgentSpec('crl', crl.CRLAgent, crl.get_config, 'offline_gc'),
+    'gciql': AgentSpec('gciql', gciql.GCIQLAgent, gciql.get_config, 'offline_gc'),
+    'dqn': AgentSpec('dqn', dqn.DQNAgent, dqn.get_config, 'online'),
 }
 
 
@@ -31,7 +32,8 @@ class UnknownAlgorithmError(ValueError):
 
 
 def get_agent(name: str) -> AgentSpec:
-    key = name.lower()
+    """The agent registered under `name`, in any case (CMD, cmd and Cmd are one agent)."""
+    key = str(name).strip().lower()
     if key not in AGENTS:
         close = difflib.get_close_matches(key, AGENTS, n=1)
         hint = f' Did you mean {close[0]!r}?' if close else ''
@@ -53,7 +55,7 @@ def resolve_checkpoint(path: str):
     return path, None
 
 
-def load_agent(path: str, algorithm: str | None = None, seed_index: int = 0):
+def load_agent(path: str, algorithm: str | None = None, seed_index: int = 0, allow_online: bool = True):
     """Restore an agent from a checkpoint written by train.py, using the config saved beside it (from a
     --num_seeds run: the seed at `seed_index`).
 
@@ -74,11 +76,17 @@ def load_agent(path: str, algorithm: str | None = None, seed_index: int = 0):
         )
     with open(record_path) as f:
         record = json.load(f)
-    if algorithm is not None and algorithm.lower() != record['algorithm']:
-        raise CheckpointError(
-            f'--algorithm {algorithm} but the checkpoint in {ckpt_dir} was trained with {record["algorithm"]!r}.'
-        )
     spec = get_agent(record['algorithm'])
+    if algorithm is not None and get_agent(algorithm).name != spec.name:
+        raise CheckpointError(
+            f'--algorithm {algorithm} but the checkpoint in {ckpt_dir} was trained with {spec.name!r}; pass '
+            f'--algorithm {spec.name} (or leave it out: the checkpoint records its algorithm).'
+        )
+    if spec.kind != 'offline_gc' and not allow_online:
+        raise CheckpointError(
+            f'{ckpt_dir} holds a {spec.name} agent, which is not goal-conditioned; the goal-conditioning diagnostic '
+            f'needs a checkpoint of a goal-conditioned agent ({", ".join(n for n, s in AGENTS.items() if s.kind == "offline_gc")}).'
+        )
     config = spec.get_config()
     with config.unlocked():
         config.update({k: tuple(v) if isinstance(v, list) else v for k, v in record['agent'].items()})
@@ -88,7 +96,7 @@ def load_agent(path: str, algorithm: str | None = None, seed_index: int = 0):
     if spec.kind == 'online':
         ex_obs = np.zeros((1, *record['observation_shape']), dtype=record['observation_dtype'])
         template = spec.agent_cls.create(0, ex_obs, record['num_actions'], config)
-        agent, meta = checkpointer.restore(template, step=step, expect=dict(algorithm=record['algorithm']))
+        agent, meta = checkpointer.restore(template, step=step, expect=dict(algorithm=spec.name))
         return agent, record, int(meta['step'])
     discrete = bool(config.discrete)
     ex_obs = np.zeros((2, *record['input_shape']), dtype=record['input_dtype'])
@@ -101,7 +109,7 @@ def load_agent(path: str, algorithm: str | None = None, seed_index: int = 0):
         if not 0 <= seed_index < num_seeds:
             raise CheckpointError(f'seed index {seed_index} but the checkpoint holds {num_seeds} seeds.')
         stacked, meta = checkpointer.restore(stack_agents([template] * num_seeds), step=step,
-                                             expect=dict(algorithm=record['algorithm']))
+                                             expect=dict(algorithm=spec.name))
         return unstack_agent(stacked, seed_index), record, int(meta['step'])
-    agent, meta = checkpointer.restore(template, step=step, expect=dict(algorithm=record['algorithm']))
+    agent, meta = checkpointer.restore(template, step=step, expect=dict(algorithm=spec.name))
     return agent, record, int(meta['step'])

@@ -1,8 +1,8 @@
 """Contrastive Metric Distillation (CMD; Myers et al., ICML 2024).
 
 Critic: a quasimetric distance d(s, a, g) = MRN(phi(s, a), psi(g)) (impls.utils.quasimetric), an
-ensemble of 2, trained with binary NCE over all pairs of the batch with logits -d / sqrt(D):
-    L = mean_{i,j,e} BCE(sigmoid(-d_e(s_i, a_i, g_j) / sqrt(D)), I_ij),
+ensemble of 2, trained with binary NCE over all pairs of the batch with logits -d / sqrt(D) + b:
+    L = mean_{i,j,e} BCE(sigmoid(-d_e(s_i, a_i, g_j) / sqrt(D) + b), I_ij),
 where g_i is a future state of s_i (geometric offsets). The actor uses Q(s, a, g) = min_e -d_e(s, a, g)
 in DDPG+BC: L = -mean(Q(s, mu(s, g), g)) / stop_grad(mean |Q|) - alpha * mean(log pi(a | s, g)).
 
@@ -12,6 +12,14 @@ goal_action (how psi sees the goal):
   * 'roll': the fork users know (vivekmyers/ogbench cmd.py): one shared (state, action) network for both
     sides, the goal fed the batch's actions rolled by one row. The goal's representation then depends
     on an unrelated transition's action; analysis uses the same rolled actions as training.
+logit_bias (default on): logits are -d / sqrt(D) + b with a learned scalar b that starts at the base rate
+log(1 / (B - 1)). Without it (the fork's form), reaching the base rate needs d ~ sqrt(D) log(B - 1) (~94 at
+D = 512, B = 64), and with separate phi and psi the quickest way there is a goal-independent offset between
+their asymmetric halves. The max in MRN's asymmetric part then picks the same coordinate for every pair,
+each row's gradient through it sums to (p - 1) + (B - 1) p = 0 at p = 1 / B, and the critic sits at the
+constant, goal-blind solution (loss flat, categorical accuracy 1 / B, equal positive and negative distances;
+benchmarks/cmd_critic.py). The shared network of 'roll' cancels such an offset, which is why the fork learns.
+
 The pairwise distances are computed blockwise (no (E, B, B, D) tensor); the symmetric part adds 1e-8
 inside the square root, where the fork adds 1e-8 to each coordinate difference (a difference below
 float32 resolution).
@@ -23,6 +31,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from impls.utils.encoders import make_encoder
 from impls.utils.gc_agent import GCAgent
@@ -51,6 +60,17 @@ class Representation(nn.Module):
             x = jnp.concatenate([x, one_hot_actions(actions, self.num_discrete)], axis=-1)
         mlp = ensemblize(MLP, self.num_ensemble)((*self.hidden_dims, self.latent_dim), layer_norm=self.layer_norm)
         return mlp(x)
+
+
+class LogitBias(nn.Module):
+    """A learned scalar b added to every logit, initialised at the base rate log(1 / (B - 1)) of one positive
+    among B - 1 negatives per row."""
+
+    init_value: float
+
+    @nn.compact
+    def __call__(self):
+        return self.param('bias', nn.initializers.constant(self.init_value), ())
 
 
 class CMDAgent(GCAgent):
@@ -86,6 +106,8 @@ class CMDAgent(GCAgent):
         k = self.config['mrn_components']
         dist = jax.vmap(lambda p, q: pairwise_mrn_distance(p, q, k))(phi, psi)  # (E, B, B)
         logits = jnp.moveaxis(-dist / jnp.sqrt(phi.shape[-1]), 0, -1)  # (B, B, E)
+        if self.config['logit_bias']:
+            logits = logits + self.network.select('logit_bias')(params=grad_params)
         loss, info = binary_nce_stats(logits)
         eye = jnp.eye(dist.shape[-1])
         mean_dist = dist.mean(axis=0)
@@ -133,6 +155,9 @@ class CMDAgent(GCAgent):
             ),
         )
         inputs = dict(phi=(ex_observations, ex_actions), actor=(ex_observations, ex_observations))
+        if config['logit_bias']:
+            modules['logit_bias'] = LogitBias(-float(np.log(max(config['batch_size'] - 1, 1))))
+            inputs['logit_bias'] = ()
         if config['goal_action'] != 'roll':
             modules['psi'] = Representation(
                 tuple(config['value_hidden_dims']), config['latent_dim'], config['layer_norm'], 2, None, config['encoder']
@@ -153,6 +178,7 @@ def get_config():
             mrn_components=8,  # MRN components K.
             layer_norm=True,  # LayerNorm in phi and psi.
             discount=0.99,  # Discount; geometric goal offsets have success probability 1 - discount.
+            logit_bias=True,  # Learned logit offset b (-d / sqrt(D) + b), starting at log(1 / (B - 1)); see above.
             goal_action='none',  # 'none': action-free psi(g); 'roll': shared phi with rolled batch actions.
             actor_loss='ddpgbc',  # DDPG+BC (the only actor loss CMD uses).
             alpha=0.1,  # BC weight.

@@ -199,7 +199,7 @@ def get_config():
             huber_delta=1.0,  # Huber threshold.
             max_grad_norm=10.0,  # Global-norm gradient clipping (0: off).
             grad_accum=1,  # Minibatches per optimiser step (gradient accumulation).
-            tau=0.0,  # Soft target rate per optimiser step (0: none; the user's setting was 0.012).
+            tau=0.0,  # Soft target rate per optimiser step (0: none); half-life ln 2 / tau optimiser steps.
             hard_update_every=50,  # Hard target copy every N optimiser steps (0: off); 50 = CleanRL's 500 env steps.
             target_clamp=ml_collections.config_dict.placeholder(tuple),  # (low, high) clamp of TD targets.
             prioritized=False,  # Proportional prioritized replay.

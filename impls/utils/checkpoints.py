@@ -55,9 +55,9 @@ class Checkpointer:
             return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
         except Exception as e:
             raise CheckpointError(
-                f'checkpoint {self.directory}/{step} has no readable metadata ({type(e).__name__}: {e}); it is corrupt '
-                f'or was not written by impls. Delete that step directory to fall back to an earlier one.'
-            ) from e
+                f'checkpoint {self.directory}/{step} has no readable metadata ({_short_reason(e)}); it is corrupt or was '
+                f'not written by impls. {self._fallback_hint(step)}'
+            ) from None
 
     def restore(self, template, step: int | None = None, expect: dict | None = None) -> tuple[Any, dict]:
         """Restore onto `template` (a freshly created agent of the same algorithm and config).
@@ -69,6 +69,8 @@ class Checkpointer:
         meta = self.read_meta(step)
         for key, want in (expect or {}).items():
             have = meta.get(key)
+            if key == 'algorithm' and isinstance(have, str) and isinstance(want, str):
+                have, want = have.lower(), want.lower()  # names are case-insensitive (older runs stored 'CMD')
             if have != want:
                 if isinstance(want, dict) and isinstance(have, dict):
                     diff = {k: (have.get(k), want.get(k)) for k in sorted(set(want) | set(have)) if have.get(k) != want.get(k)}
@@ -90,10 +92,26 @@ class Checkpointer:
             agent = flax.serialization.from_state_dict(template, restored.state)
         except Exception as e:
             raise CheckpointError(
-                f'cannot restore checkpoint {self.directory}/{step} ({type(e).__name__}: {str(e)[:500]}). It is corrupt '
-                f'or from another network shape; delete that step directory to fall back to an earlier checkpoint.'
-            ) from e
+                f'cannot restore checkpoint {self.directory}/{step}: {_short_reason(e)}. It is corrupt (e.g. a file '
+                f'truncated by a full disk or a copy cut short) or from another network shape. '
+                f'{self._fallback_hint(step)}'
+            ) from None
         return agent, meta
+
+    def _fallback_hint(self, step):
+        earlier = sorted((s for s in self.manager.all_steps() if s < step), reverse=True)
+        if not earlier:
+            return 'There is no earlier checkpoint in this directory; the run must be started again.'
+        return (f'Earlier checkpoints here: steps {", ".join(map(str, earlier))}. Move {self.directory}/{step} aside '
+                f'(nothing is deleted for you) and --resume continues from step {earlier[0]}.')
+
+
+def _short_reason(e: Exception) -> str:
+    """The first line of an error, without the storage spec dumps orbax / TensorStore append to it."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ''
+    for marker in (' [source locations=', ' tensorstore_spec', "{'driver'", '{"driver"'):
+        text = text.split(marker)[0]
+    return f'{type(e).__name__}: {text[:300]}'
 
 
 def json_safe(config) -> dict:

@@ -20,6 +20,27 @@ class ConfigError(ValueError):
     pass
 
 
+# Names other code bases (and hand-written DQN configs) use for our settings, refused with our equivalent, as
+# top-level flags (--gamma) or agent keys (--agent.gamma).
+KNOB_ALIASES = {
+    'gamma': '--agent.discount',
+    'use_soft_target': '--agent.tau (soft target rate; 0 turns soft updates off, e.g. --agent.tau=0.005)',
+    'soft_target_tau': '--agent.tau',
+    'gradient_accumulation_steps': '--agent.grad_accum',
+    'clamp_targets': '--agent.target_clamp=LOW,HIGH (unset: no clamp)',
+    'target_clamp_value': '--agent.target_clamp=LOW,HIGH (a range, e.g. -50,50)',
+    'expert_ratio_min': '--agent.expert_ratio_floor',
+    'hard_target_refresh_every_steps': '--agent.hard_update_every (counted in optimiser steps)',
+    'target_update_freq': '--agent.hard_update_every (counted in optimiser steps)',
+    'target_network_frequency': '--agent.hard_update_every (counted in optimiser steps)',
+    'learning_rate': '--agent.lr',
+    'total_timesteps': '--train_steps',
+    'num_steps': '--train_steps',
+    'env_id': '--env_name',
+    'max_grad_norm': '--agent.max_grad_norm',
+}
+
+
 def _parse_value(key, text, default, field_type):
     if text.lower() in ('none', 'null'):
         return None
@@ -49,9 +70,20 @@ def _parse_value(key, text, default, field_type):
         raise ConfigError(f'--agent.{key}={text!r}: expected {kind} (default {default!r}).') from None
 
 
+class Literal:
+    """A value to set as it is (e.g. from a saved config.json), never parsed as command-line text."""
+
+    def __init__(self, value):
+        self.value = value
+
+
 def apply_overrides(config: ml_collections.ConfigDict, overrides: dict) -> ml_collections.ConfigDict:
-    """Apply {key: text or value} to config; values that are not strings are used as they are."""
+    """Apply {key: text or value} to config; values that are not strings (or are wrapped in Literal) are used
+    as they are."""
     for key, text in overrides.items():
+        if key not in config and key in KNOB_ALIASES:
+            raise ConfigError(f'--agent.{key} does not exist for agent {config.get("agent_name", "?")!r}: impls calls '
+                              f'this setting {KNOB_ALIASES[key]}.')
         if key not in config:
             close = difflib.get_close_matches(key, list(config.keys()), n=3)
             hint = f' Did you mean {", ".join(close)}?' if close else ''
@@ -60,7 +92,10 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict) -> ml_co
         default = config[key]
         field = config._fields.get(key) if hasattr(config, '_fields') else None
         field_type = getattr(field, '_field_type', None) if isinstance(field, ml_collections.FieldReference) else None
-        value = _parse_value(key, text, default, field_type) if isinstance(text, str) else text
+        if isinstance(text, Literal):
+            value = text.value
+        else:
+            value = _parse_value(key, text, default, field_type) if isinstance(text, str) else text
         with config.unlocked():
             config[key] = value
     return config

@@ -121,8 +121,9 @@ class ValueDivergence(Detector):
         return value, (
             f'value divergence at step {step}: ' + '; '.join(problems.values()) + '. Likely causes: learning rate too '
             'high, target network tracking the online one too closely, long n-step returns, too many updates per '
-            'sample, unclipped rewards. Knobs: lower lr (the user went 3e-3 -> 1e-3), lower tau (0.012 -> 0.005) or '
-            'add a periodic hard target refresh, shorter n-step, gradient clipping, target clamping, reward scaling.'
+            'sample, unclipped rewards. Knobs: lower lr (--agent.lr, by 3-10x), lower tau (--agent.tau; a half-life of '
+            'several hundred updates, e.g. 0.005) or add a periodic hard target refresh, shorter n-step, gradient '
+            'clipping, target clamping, reward scaling.'
         )
 
 
@@ -211,8 +212,55 @@ class GoalIgnoring(Detector):
             f'goal ignoring at step {step}: swapping the goal moves the policy\'s action by only '
             f'{sensitivity:.3f} of its variation across states (threshold {self.min_sensitivity}){detail}. The agent '
             'imitates the data instead of reaching goals ("always drives forward"). Likely causes: BC weight alpha too '
-            'large for this data, data whose actions do not depend on the goal. Knobs: lower --agent.alpha (the user '
-            'ran 1.0; try 0.1-0.3), more goal-reaching data, check with test_goal_conditioning.py.'
+            'large for this data (alpha near 1 lets imitation drown the Q term), data whose actions do not depend on the '
+            'goal. Knobs: lower --agent.alpha (try 0.1-0.3), more goal-reaching data, check with '
+            'test_goal_conditioning.py.'
+        )
+
+
+@dataclasses.dataclass
+class CriticAtChance(Detector):
+    """Contrastive critics (CRL, CMD): categorical accuracy -- how often the true future goal gets the highest
+    logit among the batch's goals -- still below `factor` x chance (1 / batch size) after `warmup` steps, for
+    `patience` logs in a row. Such a critic has not left the constant, goal-blind solution: every goal looks the
+    same to it, and an actor trained on it ignores the goal. health/critic_at_chance = accuracy / chance."""
+
+    factor: float = 2.0
+    warmup: int = 1000
+    patience: int = 2
+    name = 'critic_at_chance'
+    keys = ('training/critic/categorical_accuracy', 'training/critic/contrastive_loss', 'training/critic/logits_pos',
+            'training/critic/logits_neg')
+
+    def reset_state(self):
+        super().reset_state()
+        self.count = 0
+
+    def observe(self, step, metrics, context):
+        accuracy = metrics.get('training/critic/categorical_accuracy')
+        batch = context.get('batch_size')
+        if accuracy is None or not batch:
+            return None, None
+        chance = 1.0 / batch
+        ratio = accuracy / chance
+        stuck = step >= self.warmup and ratio < self.factor
+        self.count = self.count + 1 if stuck else 0
+        if self.count < self.patience:
+            self.firing = False
+            return ratio, None
+        if self.firing:
+            return ratio, None
+        self.firing = True
+        pos, neg = metrics.get('training/critic/logits_pos'), metrics.get('training/critic/logits_neg')
+        logits = f'; positive and negative logits {pos:.3g} vs {neg:.3g}' if pos is not None and neg is not None else ''
+        return ratio, (
+            f'critic at chance at step {step}: categorical accuracy {accuracy:.4f} is {ratio:.1f}x chance (1/{batch}) '
+            f'for {self.count} logs{logits}. The contrastive critic gives every goal the same score: it has not '
+            'learned anything about goals, and the actor trained on it cannot use them. Likely causes: the critic '
+            'settled in the constant solution (logits all at the base rate; for CMD without a logit bias the '
+            'distances grow to ~sqrt(D) log(B - 1) through a goal-independent offset), too few distinct goals, a '
+            'learning rate too low or too high. Knobs: keep --agent.logit_bias on (CMD), --agent.lr, a larger batch, '
+            'check the data with test_goal_conditioning.py.'
         )
 
 
@@ -338,7 +386,7 @@ class TargetTracking(Detector):
 
     min_half_life: float = 100.0
     name = 'target_tracking'
-    keys = ('time/steps_per_second',)
+    keys = ()  # the report plots health/target_tracking (the half-life) itself
 
     def observe(self, step, metrics, context):
         tau = context.get('tau')
@@ -355,8 +403,8 @@ class TargetTracking(Detector):
         return half_life, (
             f'target network tracks the online one closely: tau = {tau} gives a half-life of {half_life:.0f} steps'
             f'{seconds}; after 100 steps the target has moved {100 * tracked:.0f}% of the way. A target that follows '
-            'the online network this fast gives little of the stability it is for. Knobs: lower tau (0.012 -> 0.005), '
-            'or a periodic hard refresh instead.'
+            'the online network this fast gives little of the stability it is for. Knobs: lower tau (--agent.tau, e.g. '
+            '0.005, a half-life of ~140 updates), or a periodic hard refresh instead.'
         )
 
 
@@ -395,8 +443,8 @@ class EntropyCollapse(Detector):
         )
 
 
-DETECTORS = {cls.name: cls for cls in (ValueDivergence, ObjectiveMismatch, GoalIgnoring, EpochShock, GradientTrouble,
-                                       TargetTracking, EntropyCollapse)}
+DETECTORS = {cls.name: cls for cls in (ValueDivergence, ObjectiveMismatch, GoalIgnoring, CriticAtChance, EpochShock,
+                                       GradientTrouble, TargetTracking, EntropyCollapse)}
 
 
 class HealthConfigError(ValueError):
@@ -489,6 +537,21 @@ class HealthMonitor:
             context=self.context,
         )
 
+    def summary_line(self, run_dir: str) -> str:
+        """One line for the end of a run: how many warnings, from which detectors, and where the report is."""
+        report = os.path.join(run_dir, 'health.md')
+        if not self.alarms:
+            return f'Health: no warnings ({len(self.detectors)} detectors watched the run); report in {report}'
+        fired = ', '.join(f'{a.detector} (step {a.step})' for a in self.alarms)
+        return f'Health: {len(self.alarms)} warning(s): {fired}; details and plots in {report}'
+
+    @staticmethod
+    def report_files(run_dir: str) -> list:
+        """health.md, health.json and the plots written by write_report."""
+        names = sorted(f for f in os.listdir(run_dir) if f in ('health.md', 'health.json')
+                       or (f.startswith('health_') and f.endswith('.png')))
+        return [os.path.join(run_dir, f) for f in names]
+
     def write_report(self, run_dir: str):
         """health.json, health.md and one PNG per detector that fired (or per detector with metrics)."""
         summary = self.summary()
@@ -532,7 +595,7 @@ def _plot(monitor: HealthMonitor, run_dir: str) -> dict:
         for ax, key in zip(axes[:, 0], keys):
             pts = [(s, row[key]) for s, row in monitor.rows if key in row]
             ax.plot(*zip(*pts), lw=1)
-            ax.set_ylabel(key.split('/')[-1], fontsize=8)
+            ax.set_ylabel(key.removeprefix('training/').removeprefix('health/'), fontsize=7)
             for alarm in monitor.alarms:
                 if alarm.detector == detector.name:
                     ax.axvline(alarm.step, color='r', ls='--', lw=0.8)
@@ -597,6 +660,8 @@ def health_context(agent_config) -> dict:
     if agent_config.get('tau'):
         context['tau'] = agent_config['tau']
     context['const_std'] = bool(agent_config.get('const_std', False))
+    if agent_config.get('batch_size'):
+        context['batch_size'] = int(agent_config['batch_size'])
     return context
 
 

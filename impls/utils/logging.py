@@ -75,6 +75,9 @@ class NullLogger:
     def log(self, kind: str, step: int, metrics: Mapping):
         pass
 
+    def attach(self, paths):
+        pass
+
     def close(self):
         pass
 
@@ -87,6 +90,7 @@ class Logger:
         self.csv = {
             'train': CsvLogger(os.path.join(run_dir, 'train.csv'), resume_step),
             'eval': CsvLogger(os.path.join(run_dir, 'eval.csv'), resume_step),
+            'episodes': CsvLogger(os.path.join(run_dir, 'episodes.csv'), resume_step),  # online agents
         }
         self.mode = resolve_wandb_mode(wandb_mode)
         self.wandb = None
@@ -100,13 +104,28 @@ class Logger:
                 f.write(run_id)
             self.wandb = wandb.init(
                 project=project, name=run_name, id=run_id, dir=run_dir, config=config, mode=self.mode, group=group,
-                resume='allow', settings=wandb.Settings(console='off', x_disable_stats=True),
+                resume='allow', settings=wandb.Settings(console='wrap', x_disable_stats=True),
             )
 
     def log(self, kind: str, step: int, metrics: Mapping):
         self.csv[kind].log(step, metrics)
         if self.wandb is not None:
             self.wandb.log({k: _scalar(v) for k, v in metrics.items() if _scalar(v) is not None}, step=step)
+
+    def attach(self, paths):
+        """Copy files (the health report and its plots) into the wandb run; PNGs are also logged as images."""
+        if self.wandb is None or not paths:
+            return
+        import wandb
+
+        base = os.path.dirname(os.path.abspath(paths[0]))
+        images = {}
+        for path in paths:
+            self.wandb.save(os.path.abspath(path), base_path=base, policy='now')
+            if path.endswith('.png'):
+                images[f'health/plots/{os.path.basename(path)[:-4]}'] = wandb.Image(path)
+        if images:
+            self.wandb.log(images)
 
     def close(self):
         if self.wandb is not None:

@@ -89,5 +89,8 @@ def actor_loss(agent, batch, grad_params, rng):
     q_loss = -q.mean() / jax.lax.stop_gradient(jnp.abs(q).mean() + 1e-6)
     bc_loss = -(config['alpha'] * log_prob).mean()
     loss = q_loss + bc_loss
-    info.update(actor_loss=loss, q_loss=q_loss, bc_loss=bc_loss, q_mean=q.mean(), q_abs_mean=jnp.abs(q).mean())
+    # q_loss is normalised by mean |Q| (~1 by construction); q_loss_raw = -mean(Q) is the term before that
+    # scaling, to set beside bc_loss when asking which term drives the actor.
+    info.update(actor_loss=loss, q_loss=q_loss, q_loss_raw=-q.mean(), bc_loss=bc_loss, q_mean=q.mean(),
+                q_abs_mean=jnp.abs(q).mean())
     return loss, info

@@ -30,27 +30,65 @@ from impls.utils.health import HealthMonitor, health_context, parse_health_overr
 from impls.utils.logging import Logger, NullLogger
 
 DEFAULT_TRAIN_STEPS = 20_000
+# What the end-of-run summary prints, when the agent logs it.
+SUMMARY_KEYS = ('training/critic/contrastive_loss', 'training/critic/categorical_accuracy', 'training/critic/critic_loss',
+                'training/value/value_loss', 'training/actor/actor_loss', 'training/actor/q_loss_raw',
+                'training/actor/bc_loss', 'validation/critic/contrastive_loss', 'validation/critic/critic_loss')
 
 
 class TrainingError(ValueError):
     """A run that cannot start or continue; the message says why and what to do."""
 
 
-def resolve_dataset(args) -> tuple[Dataset, Dataset | None]:
+def resolve_dataset(args, env_name) -> tuple[Dataset, Dataset | None]:
     path = args.dataset_path
     if path is None:
-        path = os.path.join(args.dataset_dir, f'{args.env_name}.npz')
+        path = os.path.join(args.dataset_dir, f'{env_name}.npz')
         if not os.path.exists(path):
             from impls.data.generate import generate
 
-            print(f'No dataset at {path}: generating {args.generate_episodes} episodes of {args.env_name} locally.')
-            generate(args.env_name, args.generate_episodes, args.dataset_dir, seed=0, progress=not args.no_progress)
+            print(f'No dataset at {path}: generating {args.generate_episodes} episodes of {env_name} locally.')
+            generate(env_name, args.generate_episodes, args.dataset_dir, seed=0, progress=not args.no_progress)
     train = load_dataset(path)
     val_path = args.val_dataset_path or val_path_for(path)
     val = load_dataset(val_path) if os.path.exists(val_path) else None
     if args.val_dataset_path and val is None:
         raise DatasetError(f'--val_dataset_path {val_path} does not exist.')
     return train, val
+
+
+def dataset_stem(path: str) -> str:
+    """'data/pointmaze-medium-navigate-v0.npz' -> 'pointmaze-medium-navigate-v0' (a '-val' suffix dropped)."""
+    stem = os.path.basename(os.path.normpath(path))
+    stem = stem[:-4] if stem.endswith('.npz') else stem
+    return stem[:-4] if stem.endswith('-val') else stem
+
+
+def ogbench_env_for(stem: str) -> str | None:
+    """The OGBench dataset name `stem` when it names one (its environment is registered), else None."""
+    import gymnasium
+    import ogbench  # noqa: F401  (registers OGBench's environments)
+
+    parts = stem.split('-')
+    if len(parts) < 3:
+        return None
+    env_id = '-'.join(parts[:-2] + parts[-1:])
+    return stem if env_id in gymnasium.registry else None
+
+
+def resolve_env(args):
+    """The evaluation environment: --env_name, else the OGBench env the dataset file is named after, else None
+    (a dataset of the user's own, e.g. driving frames with no simulator: training without evaluation)."""
+    if args.env_name is not None or args.dataset_path is None:
+        if args.env_name is None:
+            raise TrainingError('no --dataset_path and no --env_name: pass the dataset to train on (--dataset_path '
+                                'PATH.npz), or an OGBench env to generate one for (--env_name pointmaze-medium-navigate-v0).')
+        return args.env_name
+    env_name = ogbench_env_for(dataset_stem(args.dataset_path))
+    if env_name is None and args.eval_episodes > 0:
+        print(f'No environment: {args.dataset_path} is not named after an OGBench env and --env_name is not set, '
+              f'so evaluation is off (pass --env_name to evaluate in an OGBench env).')
+    return env_name
 
 
 def build_config(args, spec, dataset: Dataset):
@@ -70,10 +108,16 @@ def build_config(args, spec, dataset: Dataset):
     with config.unlocked():
         config.discrete = dataset.discrete
     encoder = config.get('encoder')
+    if dataset.pixels and encoder is None and 'encoder' not in overrides:
+        with config.unlocked():
+            config.encoder = encoder = 'impala_small'
+        print(f'{dataset.path} has uint8 image observations {dataset.observation_shape}: using the impala_small image '
+              f'encoder (--agent.encoder=impala|impala_small|impala_debug to choose; --preset cmd_driving is the '
+              f'visual driving setting: frame stack 4, block-shuffle loader, batch 64, random crops).')
     if dataset.pixels and encoder is None:
         raise DatasetError(
-            f'{dataset.path} has uint8 image observations {dataset.observation_shape} but the agent has no image '
-            f'encoder; add --agent.encoder=impala_small.'
+            f'{dataset.path} has uint8 image observations {dataset.observation_shape} but --agent.encoder=None asks '
+            f'for no image encoder; use --agent.encoder=impala_small (or --preset cmd_driving).'
         )
     if not dataset.pixels and encoder is not None:
         raise DatasetError(
@@ -102,6 +146,14 @@ def check_env_matches(env_name: str, dataset: Dataset):
             f'--env_name {env_name} has a {type(env.action_space).__name__} action space but {dataset.path} has '
             f'{dataset["actions"].dtype} actions; discrete actions must be integers, continuous ones floats.'
         )
+    if not env_discrete:
+        env_dim, data_shape = int(np.prod(env.action_space.shape)), dataset['actions'].shape[1:]
+        if data_shape != (env_dim,):
+            raise DatasetError(
+                f'--env_name {env_name} takes actions of shape ({env_dim},) but {dataset.path} has actions of shape '
+                f'{data_shape}; use the dataset recorded in that environment (actions (N, {env_dim})), or '
+                f'--eval_episodes 0 to train without evaluating.'
+            )
     env.close()
 
 
@@ -145,12 +197,17 @@ def _prepare_run_dir(args, run_dir, ckpt_dir):
 
 
 def run_offline(args, spec):
-    train, val = resolve_dataset(args)
+    env_name = resolve_env(args)
+    eval_episodes = args.eval_episodes if env_name is not None else 0
+    train, val = resolve_dataset(args, env_name)
     config = build_config(args, spec, train)
     if val is not None:
         check_val_matches(train, val)
-    if args.eval_episodes > 0:
-        check_env_matches(args.env_name, train)
+    else:
+        print(f'No validation data (no {val_path_for(train.path)}): validation/* metrics are not logged. Pass '
+              f'--val_dataset_path, or write held-out episodes there.')
+    if eval_episodes > 0:
+        check_env_matches(env_name, train)
     batch_size = int(config.batch_size)
     disable = [d for d in args.health_disable.split(',') if d]
     primary = is_primary()  # with --distributed, process 0 alone logs and prints
@@ -187,7 +244,8 @@ def run_offline(args, spec):
         total = by_epochs
     total = total or DEFAULT_TRAIN_STEPS
     eval_interval = args.eval_interval or total
-    ckpt_every = args.ckpt_every or eval_interval
+    # Several checkpoints by default (the last 3 are kept), so a corrupt or unwanted one has a predecessor.
+    ckpt_every = args.ckpt_every or (eval_interval if eval_interval < total else max(1, total // 5))
 
     sampler = GoalSampler(train, config)
     val_sampler = GoalSampler(val, config) if val is not None else None
@@ -204,12 +262,13 @@ def run_offline(args, spec):
                                                               action_dim) for s in seeds[1:]])
     agent = replicate(agent, mesh)
 
-    run_dir = args.save_dir or os.path.join('runs', f'{args.algorithm}-{args.env_name}-s{args.seed}')
+    run_name = env_name or dataset_stem(train.path)
+    run_dir = args.save_dir or os.path.join('runs', f'{args.algorithm}-{run_name}-s{args.seed}')
     ckpt_dir = args.ckpt_dir or os.path.join(run_dir, 'checkpoints')
     _prepare_run_dir(args, run_dir, ckpt_dir)
     agent_config = json_safe(config)
     record = dict(
-        algorithm=args.algorithm, agent=agent_config, env_name=args.env_name, dataset_path=train.path,
+        algorithm=args.algorithm, agent=agent_config, env_name=env_name, dataset_path=train.path,
         action_dim=action_dim, observation_shape=list(train.observation_shape), seed=args.seed,
         input_shape=list(example['observations'].shape[1:]), input_dtype=str(example['observations'].dtype),
         num_seeds=num_seeds,
@@ -258,19 +317,30 @@ def run_offline(args, spec):
         with several processes a host-local copy, so that each process runs them on its own."""
         return host_local(agent if num_seeds == 1 else unstack_agent(agent, index))
 
-    bar = tqdm(total=total, initial=start, desc=f'{args.algorithm} {args.env_name}', unit='step',
+    bar = tqdm(total=total, initial=start, desc=f'{args.algorithm} {run_name}', unit='step',
                disable=args.no_progress or not primary, dynamic_ncols=True)
     prefetcher = Prefetcher(make_segment, plan)
     last_eval = None
+    in_flight = []  # (updates, info) dispatched but not yet counted on the bar
+    last_train = {}
+    run_start = time.perf_counter()
     timer_start, timer_steps, train_seconds = time.perf_counter(), 0, 0.0
     try:
         for seg_start, n, batches in prefetcher:
             agent, info = scan_updates(agent, batches) if num_seeds == 1 else scan_seed_updates(agent, batches)
             step = seg_start + n
             timer_steps += n
-            bar.update(n)
+            # The bar counts finished updates: one dispatch stays queued behind the running one, and the bar
+            # moves when the earlier of the two has finished (not when it was dispatched).
+            in_flight.append((n, info))
+            while len(in_flight) > 1:
+                finished, finished_info = in_flight.pop(0)
+                jax.block_until_ready(finished_info)
+                bar.update(finished)
             if _due(step, args.log_interval, total):
                 info = jax.device_get(info)
+                bar.update(sum(k for k, _ in in_flight))
+                in_flight.clear()
                 elapsed = time.perf_counter() - timer_start
                 train_seconds += elapsed
                 metrics = seed_metrics('training', info)
@@ -298,14 +368,15 @@ def run_offline(args, spec):
                 metrics['time/train_seconds'] = train_seconds
                 metrics.update(monitor.observe(step, metrics))
                 logger.log('train', step, metrics)
+                last_train = dict(step=step, metrics=metrics)
                 bar.set_postfix(loss=f"{np.mean(info.get('critic/critic_loss', info.get('critic/contrastive_loss', 0))):.3g}")
                 timer_start, timer_steps = time.perf_counter(), 0
-            if args.eval_episodes > 0 and _due(step, eval_interval, total):
+            if eval_episodes > 0 and _due(step, eval_interval, total):
                 from impls.utils.evaluation import evaluate
 
                 t0 = time.perf_counter()
-                results = [evaluate(seed_agent(agent, i), args.env_name,
-                                    args.eval_episodes, seed=s * 1000 + step, temperature=args.eval_temperature,
+                results = [evaluate(seed_agent(agent, i), env_name,
+                                    eval_episodes, seed=s * 1000 + step, temperature=args.eval_temperature,
                                     frame_stack=config.frame_stack) for i, s in enumerate(seeds)]
                 result = {k: float(np.mean([r[k] for r in results])) for k in results[0]}
                 if num_seeds > 1:
@@ -329,19 +400,33 @@ def run_offline(args, spec):
     finally:
         prefetcher.close()
         bar.close()
-        logger.close()
         if primary:
             monitor.write_report(run_dir)
+            logger.attach(monitor.report_files(run_dir))
+        logger.close()
+    if primary and last_train:
+        shown = [k for k in SUMMARY_KEYS if k in last_train['metrics']]
+        values = ', '.join(f'{k.removeprefix("training/")} {float(np.mean(last_train["metrics"][k])):.4g}' for k in shown)
+        wall = time.perf_counter() - run_start
+        print(f'Trained {args.algorithm} to step {last_train["step"]} of {total} in {wall:.0f} s '
+              f'({train_seconds:.0f} s of updates, {(last_train["step"] - start) / max(train_seconds, 1e-9):.1f} steps/s). '
+              f'Last log: {values}.')
+        print(monitor.summary_line(run_dir))
+        latest = checkpointer.latest_step()
+        if latest is not None:
+            where = run_dir if os.path.abspath(ckpt_dir) == os.path.abspath(os.path.join(run_dir, 'checkpoints')) else ckpt_dir
+            print(f'Checkpoints in {ckpt_dir} (latest: step {latest}); next: python test_goal_conditioning.py '
+                  f'--checkpoint {where}')
     if last_eval is not None:
         num_tasks = sum(k.startswith('task') for k in last_eval)
         seeds_note = f' (mean of {num_seeds} seeds: {last_eval["per_seed_success"]})' if num_seeds > 1 else ''
-        print(f'Final success rate over {num_tasks} tasks x {args.eval_episodes} episodes: '
+        print(f'Final success rate over {num_tasks} tasks x {eval_episodes} episodes: '
               f'{last_eval["overall_success"]:.3f}{seeds_note}')
         if args.random_baseline:
             from impls.utils.evaluation import RandomPolicy, evaluate
 
-            baseline = evaluate(RandomPolicy(action_dim, bool(config.discrete), args.seed), args.env_name,
-                                args.eval_episodes, seed=args.seed * 1000 + total)
+            baseline = evaluate(RandomPolicy(action_dim, bool(config.discrete), args.seed), env_name,
+                                eval_episodes, seed=args.seed * 1000 + total)
             print(f'Uniform random policy on the same tasks and episodes:  {baseline["overall_success"]:.3f}')
             last_eval = dict(last_eval, random_baseline_success=baseline['overall_success'])
     print(f'Run saved in {run_dir}')

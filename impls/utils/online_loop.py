@@ -137,6 +137,10 @@ def agent_config(args, spec):
     if args.batch_size is not None:
         overrides['batch_size'] = args.batch_size
     apply_overrides(config, overrides)
+    clamp = config.get('target_clamp')
+    if clamp is not None and (len(clamp) != 2 or not clamp[0] < clamp[1]):
+        raise TrainingError(f'--agent.target_clamp={clamp!r}: expected a range LOW,HIGH with LOW < HIGH (e.g. '
+                            f'--agent.target_clamp=-50,50, or 0,200 for CartPole at gamma 0.995); unset it for no clamp.')
     if config.batch_size > config.buffer_size:
         raise TrainingError(f'batch size {config.batch_size} is larger than the replay buffer ({config.buffer_size}); '
                             f'raise --agent.buffer_size or lower --batch_size.')
@@ -230,8 +234,10 @@ class OnlineRun:
 
     def close(self):
         self.bar.close()
-        self.logger.close()
         self.monitor.write_report(self.run_dir)
+        self.logger.attach(self.monitor.report_files(self.run_dir))
+        self.logger.close()
+        print(self.monitor.summary_line(self.run_dir))
 
     def summary(self, agent, agent_returns, sps, eval_return):
         last10 = list(agent_returns)[-10:]
@@ -339,6 +345,10 @@ def run_online(args, spec):
                             terminated=terminated, done=done), valid=valid)
             for i in np.flatnonzero(done & valid):
                 ret_i = float(info['episode']['r'][i])
+                # Every finished episode, as CleanRL logs it (episodes.csv and wandb).
+                run.logger.log('episodes', step + args.num_envs, {
+                    'charts/episodic_return': ret_i, 'charts/episodic_length': int(info['episode']['l'][i]),
+                    'charts/expert_driven': int(bool(expert_episode[i]))})
                 (expert_returns if expert_episode[i] else agent_returns).append(ret_i)
                 if not expert_episode[i]:
                     all_agent_returns.append((step, ret_i))
