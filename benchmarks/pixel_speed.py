@@ -41,7 +41,7 @@ def bare_updates_per_second(path, algorithm, updates):
     dataset = load_dataset(path)
     spec = get_agent(algorithm)
     config = spec.get_config()
-    apply_overrides(config, AGENT)
+    apply_overrides(config, dict(AGENT, discrete=dataset.discrete))
     sampler = GoalSampler(dataset, config)
     indices = BlockShuffleIndices(dataset, 64, 150, 2100, seed=0, frame_stack=4)
     batch = jax.device_put(make_batch(sampler, indices, 0, 0))
