@@ -12,6 +12,7 @@ import test_goal_conditioning
 import train
 from impls.data.synthetic import pixel_driving
 from impls.utils.checkpoints import Checkpointer
+from tests.test_train import _error, args_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_PIXEL = ['--agent.encoder=impala_debug', '--agent.value_hidden_dims=16,16', '--agent.actor_hidden_dims=16,16',
@@ -58,13 +59,6 @@ def test_the_typed_command_lines_train_and_feed_the_diagnostic(driving_npz, tmp_
     train.main(['--save_dir', str(run_dir), '--resume', '--epochs', '4', '--no_progress'])
     assert Checkpointer(tmp_path / 'CKPT').latest_step() == 16
     assert 'Resumed' in capsys.readouterr().out
-
-
-def _error(capsys, argv):
-    with pytest.raises(SystemExit) as exit_info:
-        train.main(argv)
-    assert exit_info.value.code == 2
-    return capsys.readouterr().err
 
 
 def test_explicit_no_encoder_on_pixels_is_refused(capsys, driving_npz, tmp_path):
@@ -123,8 +117,6 @@ def test_one_dimensional_actions_for_a_two_dimensional_env(capsys, tmp_path):
 
 
 def test_corrupt_latest_checkpoint_names_its_predecessor(capsys, npz_dataset, tmp_path):
-    from tests.test_train import args_for
-
     run = tmp_path / 'run'
     train.main(args_for(npz_dataset, run, '--train_steps', '20', '--ckpt_every', '10'))
     for root, _, files in os.walk(run / 'checkpoints' / '20' / 'state'):
@@ -137,8 +129,6 @@ def test_corrupt_latest_checkpoint_names_its_predecessor(capsys, npz_dataset, tm
 
 
 def test_default_checkpoints_leave_predecessors(npz_dataset, tmp_path):
-    from tests.test_train import args_for
-
     train.main(args_for(npz_dataset, tmp_path / 'run', '--train_steps', '50'))
     steps = sorted(int(s) for s in Checkpointer(tmp_path / 'run' / 'checkpoints').manager.all_steps())
     assert steps == [30, 40, 50]

@@ -69,10 +69,12 @@ def ogbench_env_for(stem: str) -> str | None:
     import gymnasium
     import ogbench  # noqa: F401  (registers OGBench's environments)
 
-    parts = stem.split('-')
-    if len(parts) < 3:
+    from impls.data.generate import split_dataset_name
+
+    try:
+        env_id, _ = split_dataset_name(stem)
+    except ValueError:
         return None
-    env_id = '-'.join(parts[:-2] + parts[-1:])
     return stem if env_id in gymnasium.registry else None
 
 

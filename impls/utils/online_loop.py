@@ -176,6 +176,15 @@ class OnlineRun:
                            flags={k: v for k, v in vars(args).items() if k != 'agent_overrides'})
         self.checkpointer = Checkpointer(self.ckpt_dir)
         self.meta = dict(algorithm=args.algorithm, agent=self.agent_config)
+        self.episodes = []  # (step, return, length, expert-driven) finished since the last write
+
+    def flush_episodes(self):
+        """Every finished episode, as CleanRL logs it (episodes.csv and wandb), written once an interval (and before
+        a checkpoint) to keep file and wandb calls off the per-step path."""
+        for episode_step, ret, length, expert_driven in self.episodes:
+            self.logger.log('episodes', episode_step, {'charts/episodic_return': ret, 'charts/episodic_length': length,
+                                                       'charts/expert_driven': expert_driven})
+        self.episodes.clear()
 
     def restore(self, agent):
         """(agent, loop state) from the latest checkpoint; replays the logged metrics into the monitor."""
@@ -202,6 +211,7 @@ class OnlineRun:
         metrics = {f'training/{k}': float(v) for k, v in reduced.items()}
         metrics.update(charts)
         metrics = {k: v for k, v in metrics.items() if not (isinstance(v, float) and np.isnan(v) and 'return' in k)}
+        self.flush_episodes()
         bad = [k for k, v in metrics.items() if k.startswith('training/') and not np.isfinite(v)]
         metrics.update(self.monitor.observe(step, metrics))
         self.logger.log('train', step, metrics)
@@ -222,6 +232,7 @@ class OnlineRun:
         return ret
 
     def save(self, step, agent, loop):
+        self.flush_episodes()
         tmp = os.path.join(self.ckpt_dir, f'.loop_{step}.pkl.tmp')
         with open(tmp, 'wb') as f:
             pickle.dump(loop, f)
@@ -233,6 +244,7 @@ class OnlineRun:
                 os.remove(os.path.join(self.ckpt_dir, name))
 
     def close(self):
+        self.flush_episodes()
         self.bar.close()
         self.monitor.write_report(self.run_dir)
         self.logger.attach(self.monitor.report_files(self.run_dir))
@@ -345,10 +357,8 @@ def run_online(args, spec):
                             terminated=terminated, done=done), valid=valid)
             for i in np.flatnonzero(done & valid):
                 ret_i = float(info['episode']['r'][i])
-                # Every finished episode, as CleanRL logs it (episodes.csv and wandb).
-                run.logger.log('episodes', step + args.num_envs, {
-                    'charts/episodic_return': ret_i, 'charts/episodic_length': int(info['episode']['l'][i]),
-                    'charts/expert_driven': int(bool(expert_episode[i]))})
+                run.episodes.append((step + args.num_envs, ret_i, int(info['episode']['l'][i]),
+                                     int(bool(expert_episode[i]))))
                 (expert_returns if expert_episode[i] else agent_returns).append(ret_i)
                 if not expert_episode[i]:
                     all_agent_returns.append((step, ret_i))
