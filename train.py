@@ -47,6 +47,9 @@ def build_parser():
     a('--dataset_dir', default='data/quickstart', help='Where generated datasets are cached.')
     a('--generate_episodes', type=int, default=200, help='Episodes to generate when no dataset is cached.')
     a('--val_dataset_path', default=None, help='Validation dataset (default: NAME-val.npz beside the dataset).')
+    a('--val_fraction', type=float, default=0.0,
+      help='Hold out this fraction of the dataset\'s episodes (the last ones) as validation data, for a file with no '
+      '-val file beside it (0: none).')
     a('--save_dir', default=None, help='Run directory: train.csv, eval.csv, config.json, checkpoints. '
       'Default: runs/ALGORITHM-ENV_NAME-sSEED.')
     a('--ckpt_dir', default=None, help='Checkpoint directory (default: SAVE_DIR/checkpoints).')

@@ -79,3 +79,19 @@ def test_corrupt_file_is_reported(tmp_path):
     path.write_bytes(b'PK\x03\x04 this is not a zip archive')
     with pytest.raises(DatasetError, match='corrupt'):
         load_dataset(path)
+
+
+def test_split_episodes_holds_out_the_last_episodes_as_views():
+    from impls.data.datasets import Dataset, DatasetError, split_episodes
+    from tests.conftest import make_episodes
+
+    data = make_episodes([5, 8, 3, 10])  # observations[row] = [episode, t]
+    ds = Dataset(data, np.flatnonzero(data['terminals']), regular=False, path='d.npz')
+    train, val = split_episodes(ds, 0.5)
+    assert train.size == 13 and val.size == 13
+    assert train.episode_ends.tolist() == [4, 12] and val.episode_ends.tolist() == [2, 12]
+    assert set(train['observations'][:, 0]) == {0, 1} and set(val['observations'][:, 0]) == {2, 3}
+    assert np.shares_memory(val['observations'], data['observations'])
+    assert split_episodes(ds, 0.01)[1].size == 10  # at least one episode
+    with pytest.raises(DatasetError, match='--val_fraction 1.0'):
+        split_episodes(ds, 1.0)

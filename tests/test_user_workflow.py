@@ -132,3 +132,18 @@ def test_default_checkpoints_leave_predecessors(npz_dataset, tmp_path):
     train.main(args_for(npz_dataset, tmp_path / 'run', '--train_steps', '50'))
     steps = sorted(int(s) for s in Checkpointer(tmp_path / 'run' / 'checkpoints').manager.all_steps())
     assert steps == [30, 40, 50]
+
+
+def test_val_fraction_holds_out_episodes_of_a_single_file(capsys, npz_dataset, tmp_path):
+    import csv
+
+    from tests.conftest import make_episodes
+
+    np.savez(tmp_path / 'single.npz', **make_episodes([10, 12, 9, 11, 10]))
+    run = tmp_path / 'run'
+    train.main(args_for(str(tmp_path / 'single.npz'), run, '--train_steps', '10', '--val_fraction', '0.2'))
+    assert 'held out of training' in capsys.readouterr().out
+    with open(run / 'train.csv') as f:
+        assert 'validation/actor/actor_loss' in next(csv.DictReader(f))
+    err = _error(capsys, args_for(npz_dataset, tmp_path / 'r2', '--val_fraction', '0.2'))  # a -val file exists
+    assert 'pass one of the two' in err

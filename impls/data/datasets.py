@@ -258,6 +258,25 @@ def dataset_from_arrays(check_finite: bool = True, **arrays) -> Dataset:
     return Dataset(arrays=arrays, episode_ends=_episode_ends(arrays, '<memory>'), regular='next_observations' in arrays)
 
 
+def split_episodes(dataset: Dataset, fraction: float) -> tuple[Dataset, Dataset]:
+    """Hold out the last `fraction` of a dataset's episodes (at least one) as validation data; both parts are
+    views of the same arrays (no copy, so memory-mapped data stays on disk)."""
+    num_episodes = len(dataset.episode_ends)
+    held = max(1, int(round(fraction * num_episodes)))
+    if not 0 < fraction < 1 or held >= num_episodes:
+        raise DatasetError(
+            f'--val_fraction {fraction}: {dataset.path} has {num_episodes} episodes, so a held-out fraction must leave '
+            f'at least one for training and hold at least one; use a value in (0, 1) such as 0.05, or '
+            f'--val_dataset_path.'
+        )
+    cut = int(dataset.episode_ends[num_episodes - held - 1]) + 1  # first row of the first held-out episode
+    train = Dataset({k: v[:cut] for k, v in dataset.arrays.items()}, dataset.episode_ends[: num_episodes - held],
+                    dataset.regular, dataset.path)  # same path: config.json records the file trained on
+    val = Dataset({k: v[cut:] for k, v in dataset.arrays.items()}, dataset.episode_ends[num_episodes - held:] - cut,
+                  dataset.regular, f'{dataset.path} (last {held} episodes)')
+    return train, val
+
+
 def val_path_for(path: str) -> str:
     """OGBench's convention: NAME.npz -> NAME-val.npz; a directory DIR -> DIR-val."""
     path = os.fspath(path).rstrip('/')

@@ -16,7 +16,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from impls.data.datasets import Dataset, DatasetError, load_dataset, val_path_for
+from impls.data.datasets import Dataset, DatasetError, load_dataset, split_episodes, val_path_for
 from impls.data.loader import BlockShuffleIndices, Prefetcher, UniformIndices, make_batch, stacked_batches
 from impls.data.sampler import GoalSampler
 from impls.utils.checkpoints import Checkpointer, json_safe
@@ -54,6 +54,12 @@ def resolve_dataset(args, env_name) -> tuple[Dataset, Dataset | None]:
     val = load_dataset(val_path) if os.path.exists(val_path) else None
     if args.val_dataset_path and val is None:
         raise DatasetError(f'--val_dataset_path {val_path} does not exist.')
+    if args.val_fraction:
+        if val is not None:
+            raise DatasetError(f'--val_fraction holds out episodes of the training file, but {val_path} is already '
+                               f'the validation data; pass one of the two.')
+        train, val = split_episodes(train, args.val_fraction)
+        print(f'Validation: {val.path}, held out of training ({val.num_valid} transitions).')
     return train, val
 
 
@@ -207,7 +213,7 @@ def run_offline(args, spec):
         check_val_matches(train, val)
     else:
         print(f'No validation data (no {val_path_for(train.path)}): validation/* metrics are not logged. Pass '
-              f'--val_dataset_path, or write held-out episodes there.')
+              f'--val_fraction 0.05 to hold out the last 5% of the episodes, or --val_dataset_path.')
     if eval_episodes > 0:
         check_env_matches(env_name, train)
     batch_size = int(config.batch_size)
