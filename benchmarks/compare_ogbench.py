@@ -5,10 +5,15 @@ and the loss of both on the same batch from the same parameters.
 
     python benchmarks/compare_ogbench.py --ogbench_impls PATH/TO/ogbench/impls \\
         [--ogbench_python OTHER_VENV/bin/python] [--agents crl gciql cmd] [--repeats 3] [--updates 10]
+    python benchmarks/compare_ogbench.py --ogbench_impls PATH --pixels --batch_size 64 --agents crl   # visual
+
+--pixels: the visual driving shapes (uint8 64x64 frames, 4 stacked, 5 discrete actions) with impala_small
+encoders on both sides; ours without on-device random crops, since OGBench crops on the host outside the
+timed update.
 
 PATH is a checkout of OGBench's `impls/` (never vendored here). CMD is compared with the public fork that
-adds `agents/cmd.py` to it (ours with --agent.goal_action=roll, the fork's formulation). OGBench's code
-needs distrax; --ogbench_python names a Python that has it (ours does not depend on it).
+adds `agents/cmd.py` to it (ours with --agent.goal_action=roll --agent.logit_bias=false, the fork's
+formulation). OGBench's code needs distrax; --ogbench_python names a Python that has it (ours does not depend on it).
 
 The loss check: the OGBench process saves its initial parameters and its total loss on the batch; ours
 loads those parameters (module names mapped: see CANONICAL and THEIR_PREFIXES) and computes its total loss
@@ -57,6 +62,20 @@ def check_impls(path, agents):
                 "--agents or point at the fork's impls/)") if missing == ['agents/cmd.py'] else ''
         sys.exit(f'--ogbench_impls {path!r} is not a checkout of OGBench\'s impls/ directory: missing '
                  f'{", ".join(missing)}{hint}. Clone github.com/seohongpark/ogbench and pass its impls/ folder.')
+
+
+NUM_PIXEL_ACTIONS = 5
+
+
+def make_pixel_batch(batch_size, size=64, channels=12, seed=0):
+    """One batch of uint8 frames (4 stacked RGB frames on the channel axis) and discrete actions: the visual
+    driving shapes (impls.data.synthetic.pixel_driving with --frame_stack 4)."""
+    rng = np.random.default_rng(seed)
+    frames = lambda: rng.integers(0, 256, (batch_size, size, size, channels), dtype=np.uint8)  # noqa: E731
+    return dict(observations=frames(), next_observations=frames(), value_goals=frames(), actor_goals=frames(),
+                actions=rng.integers(0, NUM_PIXEL_ACTIONS, batch_size).astype(np.int32),
+                rewards=-(rng.random(batch_size) < 0.9).astype(np.float32),
+                masks=(rng.random(batch_size) < 0.9).astype(np.float32))
 
 
 def make_batch(batch_size, obs_dim=2, action_dim=2, seed=0):
@@ -116,6 +135,9 @@ def worker(args):
         module = importlib.import_module(f'agents.{args.agent}')
         config = module.get_config()
         extra = (1_000_000,) if args.agent == 'cmd' else ()  # the fork's create() also takes train_steps
+        if args.pixels:  # OGBench's visual settings; its discrete create() reads the largest action
+            config.encoder, config.discrete = 'impala_small', True
+            ex_act = np.array([NUM_PIXEL_ACTIONS - 1], np.int32)
         agent = getattr(module, THEIR_CLASSES[args.agent]).create(0, ex_obs, ex_act, config, *extra)
         loss, info = agent.total_loss(batch, agent.network.params, rng=jax.random.PRNGKey(1))
         result['loss_terms'] = {k: float(v) for k, v in info.items() if 'loss' in k}
@@ -128,8 +150,11 @@ def worker(args):
         spec = get_agent(args.agent)
         config = spec.get_config()
         if args.agent == 'cmd':
-            config.goal_action = 'roll'
-        agent = spec.agent_cls.create(0, ex_obs, ex_act, config, ex_act.shape[-1])
+            config.goal_action, config.logit_bias = 'roll', False
+        if args.pixels:  # OGBench crops on the host, outside the timed update: no on-device crops here either
+            config.encoder, config.discrete, config.p_aug = 'impala_small', True, 0.0
+        action_dim = NUM_PIXEL_ACTIONS if args.pixels else ex_act.shape[-1]
+        agent = spec.agent_cls.create(0, ex_obs, ex_act, config, action_dim)
         if args.params and os.path.exists(args.params):
             theirs = {}
             for k, v in np.load(args.params).items():
@@ -172,7 +197,7 @@ def worker(args):
 def run_worker(python, which, agent, args, batch_path, params_path):
     cmd = [python, os.path.abspath(__file__), '--worker', which, '--agent', agent, '--batch', batch_path,
            '--params', params_path, '--updates', str(args.updates), '--ogbench_impls', args.ogbench_impls,
-           '--fused', str(args.fused)]
+           '--fused', str(args.fused)] + (['--pixels'] if args.pixels else [])
     proc = subprocess.run(cmd, capture_output=True, text=True)
     lines = [line for line in proc.stdout.splitlines() if line.startswith('RESULT ')]
     if proc.returncode != 0 or not lines:
@@ -190,7 +215,10 @@ def main():
     p.add_argument('--updates', type=int, default=10)
     p.add_argument('--fused', type=int, default=8,
                    help='time ours as train.py runs it: this many updates per lax.scan dispatch (1: single updates)')
-    p.add_argument('--out', default=os.path.join(ROOT, 'benchmarks', 'results', 'compare_ogbench.json'))
+    p.add_argument('--pixels', action='store_true',
+                   help='uint8 64x64 frames, 4 stacked (12 channels), 5 discrete actions, impala_small encoders on both '
+                        'sides (use with --batch_size 64)')
+    p.add_argument('--out', default=None, help='JSON results (default: benchmarks/results/compare_ogbench[_pixels].json)')
     p.add_argument('--worker', choices=['ours', 'theirs'], help=argparse.SUPPRESS)
     p.add_argument('--agent', help=argparse.SUPPRESS)
     p.add_argument('--batch', help=argparse.SUPPRESS)
@@ -202,7 +230,7 @@ def main():
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         batch_path = os.path.join(tmp, 'batch.npz')
-        np.savez(batch_path, **make_batch(args.batch_size))
+        np.savez(batch_path, **(make_pixel_batch(args.batch_size) if args.pixels else make_batch(args.batch_size)))
         for agent in args.agents:
             params_path = os.path.join(tmp, f'{agent}_params.npz')
             runs = {'theirs': [], 'ours': []}
@@ -223,7 +251,9 @@ def main():
             print(f'{agent}: ours {med["ours"]:.1f} ms vs OGBench {med["theirs"]:.1f} ms per update -> '
                   f'{results[agent]["speedup"]:.2f}x; peak RSS ours {peak["ours"]:.2f} GB vs {peak["theirs"]:.2f} '
                   f'GB; loss on the same batch and parameters: ours {loss_o} vs OGBench {loss_t}', flush=True)
-    results['meta'] = dict(batch_size=args.batch_size, repeats=args.repeats, updates=args.updates,
+    args.out = args.out or os.path.join(ROOT, 'benchmarks', 'results',
+                                        'compare_ogbench_pixels.json' if args.pixels else 'compare_ogbench.json')
+    results['meta'] = dict(batch_size=args.batch_size, pixels=args.pixels, repeats=args.repeats, updates=args.updates,
                            date=time.strftime('%Y-%m-%d'), cpu_count=os.cpu_count())
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, 'w') as f:
