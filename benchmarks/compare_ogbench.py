@@ -8,8 +8,8 @@ and the loss of both on the same batch from the same parameters.
     python benchmarks/compare_ogbench.py --ogbench_impls PATH --pixels --batch_size 64 --agents crl   # visual
 
 --pixels: the visual driving shapes (uint8 64x64 frames, 4 stacked, 5 discrete actions) with impala_small
-encoders on both sides; ours without on-device random crops, since OGBench crops on the host outside the
-timed update.
+encoders on both sides and the AWR actor (OGBench's DDPG+BC takes continuous actions only); ours without
+on-device random crops, since OGBench crops on the host outside the timed update.
 
 PATH is a checkout of OGBench's `impls/` (never vendored here). CMD is compared with the public fork that
 adds `agents/cmd.py` to it (ours with --agent.goal_action=roll --agent.logit_bias=false, the fork's
@@ -136,7 +136,7 @@ def worker(args):
         config = module.get_config()
         extra = (1_000_000,) if args.agent == 'cmd' else ()  # the fork's create() also takes train_steps
         if args.pixels:  # OGBench's visual settings; its discrete create() reads the largest action
-            config.encoder, config.discrete = 'impala_small', True
+            config.encoder, config.discrete, config.actor_loss = 'impala_small', True, 'awr'
             ex_act = np.array([NUM_PIXEL_ACTIONS - 1], np.int32)
         agent = getattr(module, THEIR_CLASSES[args.agent]).create(0, ex_obs, ex_act, config, *extra)
         loss, info = agent.total_loss(batch, agent.network.params, rng=jax.random.PRNGKey(1))
@@ -152,7 +152,7 @@ def worker(args):
         if args.agent == 'cmd':
             config.goal_action, config.logit_bias = 'roll', False
         if args.pixels:  # OGBench crops on the host, outside the timed update: no on-device crops here either
-            config.encoder, config.discrete, config.p_aug = 'impala_small', True, 0.0
+            config.encoder, config.discrete, config.p_aug, config.actor_loss = 'impala_small', True, 0.0, 'awr'
         action_dim = NUM_PIXEL_ACTIONS if args.pixels else ex_act.shape[-1]
         agent = spec.agent_cls.create(0, ex_obs, ex_act, config, action_dim)
         if args.params and os.path.exists(args.params):
