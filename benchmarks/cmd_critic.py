@@ -83,10 +83,10 @@ def main():
             last = results[key][seed][-1]
             print(f'{key} seed {seed}: loss {last["loss"]:.4f} accuracy {last["accuracy"]:.4f} '
                   f'({time.perf_counter() - t0:.0f} s)', flush=True)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, 'w') as f:
-        json.dump(dict(args=vars(args), results=results), f, indent=1)
-    marks = sorted({250, 1000, args.steps // 2, args.steps} & {r['step'] for r in next(iter(results.values()))[args.seeds[0]]})
+            os.makedirs(os.path.dirname(args.out), exist_ok=True)
+            with open(args.out, 'w') as f:  # after every run, so a cut-short benchmark keeps what it measured
+                json.dump(dict(args=vars(args), results=results), f, indent=1)
+    marks = sorted({250, 1000, 2000, args.steps} & {r['step'] for r in next(iter(results.values()))[args.seeds[0]]})
     print(f'\nmedian over seeds {args.seeds}, batch {args.batch_size} (chance accuracy {1 / args.batch_size:.4f}):')
     print('| config | ' + ' | '.join(f'loss @{m} | acc @{m}' for m in marks) + ' |')
     print('|---|' + '---|---|' * len(marks))
