@@ -17,8 +17,8 @@ log(1 / (B - 1)). Without it (the fork's form), reaching the base rate needs d ~
 D = 512, B = 64), and with separate phi and psi the quickest way there is a goal-independent offset between
 their asymmetric halves. The max in MRN's asymmetric part then picks the same coordinate for every pair,
 each row's gradient through it sums to (p - 1) + (B - 1) p = 0 at p = 1 / B, and the critic sits at the
-constant, goal-blind solution (loss flat, categorical accuracy 1 / B, equal positive and negative distances;
-benchmarks/cmd_critic.py). The shared network of 'roll' cancels such an offset, which is why the fork learns.
+constant, goal-blind solution (loss flat, categorical accuracy 1 / B, equal positive and negative distances)
+until noise pushes it off: 2.5k steps on pointmaze at B = 64, against 250 with the bias (benchmarks/cmd_critic.py). The shared network of 'roll' cancels such an offset, which is why the fork learns.
 
 The pairwise distances are computed blockwise (no (E, B, B, D) tensor); the symmetric part adds 1e-8
 inside the square root, where the fork adds 1e-8 to each coordinate difference (a difference below
