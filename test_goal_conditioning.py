@@ -42,10 +42,10 @@ def build_parser():
 
 
 def run(args):
-    from impls.agents import load_agent
+    from impls.runs.restore import load_agent
     from impls.data.datasets import load_dataset, val_path_for
     from impls.data.sampler import GoalSampler
-    from impls.utils.goal_probe import Thresholds, goal_sensitivity, probe_batch
+    from impls.health.probe import Thresholds, goal_sensitivity, probe_batch
 
     agent, record, step = load_agent(args.checkpoint, args.algorithm, allow_online=False)
     dataset_path = args.dataset_path or record['dataset_path']
@@ -76,7 +76,8 @@ def run(args):
 def success_test(agent, env_name, args, expected_shape):
     """Success with the true goals vs goals shuffled between tasks. A failure here (an env whose observations do
     not match the agent's, an env that cannot be made) is reported beside the probe results, not raised."""
-    from impls.utils.evaluation import evaluate, make_eval_env
+    from impls.envs.ogbench import make_eval_env
+    from impls.runs.evaluation import evaluate
 
     try:
         env = make_eval_env(env_name)

@@ -36,7 +36,7 @@ def build_parser():
     a('--env_entry_point', default=None, help='Online agents: MODULE:CLASS of a gymnasium.Env outside the registry.')
     a('--num_envs', type=int, default=1, help='Online agents: parallel environments.')
     a('--env_backend', default='gymnasium', choices=['gymnasium', 'jax'],
-      help='Online agents: "jax" runs an environment written in jax (impls/utils/jax_envs.py: CartPole-v1) with '
+      help='Online agents: "jax" runs an environment written in jax (impls/envs/jax_envs.py: CartPole-v1) with '
       'acting, replay and updates compiled into one jitted loop per log interval.')
     a('--expert', default=None, help='Online agents: expert for the curriculum: "cartpole", a run directory of a trained online agent, or MODULE:CALLABLE.')
     a('--reward_bound', type=float, default=None,
@@ -85,7 +85,7 @@ def build_parser():
     a('--eval_temperature', type=float, default=0.0, help='Actor temperature at evaluation (0: mode).')
     a('--updates_per_dispatch', type=int, default=8, help='Updates fused into one jitted call (lax.scan).')
     a('--health', nargs='*', default=[], metavar='DETECTOR.FIELD=VALUE',
-      help='Training-health thresholds (see impls/utils/health.py), e.g. value_divergence.growth=20.')
+      help='Training-health thresholds (see impls/health/), e.g. value_divergence.growth=20.')
     a('--health_disable', default='', help='Comma-separated health detectors to switch off.')
     a('--health_probe_interval', type=int, default=None,
       help='Steps between goal-sensitivity probes of goal-conditioned agents (default: 5 x log_interval; 0: off).')
@@ -159,10 +159,10 @@ def main(argv=None):
     from impls.agents import UnknownAlgorithmError, get_agent
     from impls.data.datasets import DatasetError
     from impls.utils.checkpoints import CheckpointError
-    from impls.utils.envs import EnvError
-    from impls.utils.health import HealthConfigError
-    from impls.utils.offline_loop import TrainingError, run_offline
-    from impls.utils.online_loop import run_online
+    from impls.envs.gym import EnvError
+    from impls.health import HealthConfigError
+    from impls.runs.offline import TrainingError, run_offline
+    from impls.runs.online import run_online
     from impls.utils.sharding import ShardingError, initialize_distributed
 
     try:

@@ -30,7 +30,7 @@ from impls.data.datasets import load_dataset  # noqa: E402
 from impls.data.loader import UniformIndices, make_batch, stacked_batches  # noqa: E402
 from impls.data.sampler import GoalSampler  # noqa: E402
 from impls.utils.config import apply_overrides  # noqa: E402
-from impls.utils.flax_utils import scan_updates  # noqa: E402
+from impls.runs.updates import scan_updates  # noqa: E402
 
 CONFIGS = {
     'cmd_before': ('cmd', dict(logit_bias=False)),

@@ -177,7 +177,7 @@ def worker(args):
     result['ms_per_update_single'] = 1e3 * float(np.median(times))
     if args.worker == 'ours' and args.fused > 1:
         # As train.py runs: --updates_per_dispatch updates fused into one lax.scan dispatch.
-        from impls.utils.flax_utils import scan_updates
+        from impls.runs.updates import scan_updates
 
         stacked = jax.device_put({k: np.stack([v] * args.fused) for k, v in batch.items()})
         fused = []

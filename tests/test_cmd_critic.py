@@ -8,7 +8,7 @@ from impls.data.datasets import Dataset
 from impls.data.sampler import GoalSampler
 from impls.data.synthetic import line_world
 from impls.utils.config import apply_overrides
-from impls.utils.health import HealthMonitor
+from impls.health import HealthMonitor
 from tests.conftest import tiny_config
 
 

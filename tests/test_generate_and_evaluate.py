@@ -5,7 +5,7 @@ import ogbench.utils
 import pytest
 
 from impls.data.generate import check_supported, generate
-from impls.utils.evaluation import RandomPolicy, evaluate
+from impls.runs.evaluation import RandomPolicy, evaluate
 
 
 def test_pointmaze_generation_loads_with_ogbench_and_depends_only_on_the_seed(tmp_path):

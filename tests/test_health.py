@@ -6,7 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from impls.utils.health import DETECTORS, HealthConfigError, HealthMonitor, main, parse_health_overrides
+from impls.health import DETECTORS, HealthConfigError, HealthMonitor, parse_health_overrides
+from impls.health.__main__ import main
 
 
 def run(stream, context=None, **overrides):

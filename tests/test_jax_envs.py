@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from impls.utils.jax_envs import JaxEnvError, auto_reset_step, make_jax_env
+from impls.envs.jax_envs import JaxEnvError, auto_reset_step, make_jax_env
 
 
 def test_cartpole_matches_gymnasium_step_by_step():

@@ -142,7 +142,7 @@ def test_epsilon_greedy():
 
 
 def test_fast_agent_matches_the_agent_and_packs_its_metrics():
-    from impls.utils.online_loop import FastAgent
+    from impls.runs.updates import FastAgent
 
     agent, rng = _dqn(), np.random.default_rng(0)
     batches = [_batch(rng) for _ in range(3)]

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import train
-from impls.agents import load_agent
-from impls.utils import seeds as seeds_lib
+from impls.runs.restore import load_agent
+from impls.runs import updates as seeds_lib
 from tests.test_train import args_for
 
 

@@ -65,7 +65,7 @@ def test_two_processes_equal_one(npz_dataset, tmp_path):
     import jax
 
     import train
-    from impls.agents import load_agent
+    from impls.runs.restore import load_agent
     from tests.test_train import args_for, read_csv
 
     argv = args_for(npz_dataset, tmp_path / 'multi', '--train_steps', '20', '--seed', '1', '--distributed')

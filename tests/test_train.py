@@ -162,7 +162,7 @@ def test_image_dataset_gets_an_image_encoder_and_the_reverse(capsys, tmp_path, e
     args = train.parse_args(args_for(str(tmp_path / 'px.npz'), tmp_path / 'r'))
     from impls.agents import get_agent
     from impls.data.datasets import load_dataset
-    from impls.utils.offline_loop import build_config
+    from impls.runs.offline import build_config
 
     config = build_config(args, get_agent('crl'), load_dataset(str(tmp_path / 'px.npz')))
     assert config.encoder == 'impala_small' and 'using the impala_small image encoder' in capsys.readouterr().out

@@ -3,7 +3,6 @@ being differentiated (`grad_params`) or with the current ones."""
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable
 
 import flax
@@ -65,16 +64,3 @@ class TrainState(flax.struct.PyTreeNode):
 def polyak(params, target_params, tau: float):
     """target <- tau * online + (1 - tau) * target (optax.incremental_update)."""
     return optax.incremental_update(params, target_params, tau)
-
-
-@functools.partial(jax.jit, donate_argnums=0)
-def scan_updates(agent, batches):
-    """Run agent.update over a stack of batches (leading axis n) in one dispatch; returns the new
-    agent and the info of the last update."""
-
-    def body(carry, batch):
-        carry, info = carry.update(batch)
-        return carry, info
-
-    agent, infos = jax.lax.scan(body, agent, batches)
-    return agent, jax.tree.map(lambda x: x[-1], infos)

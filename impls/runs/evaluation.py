@@ -9,26 +9,11 @@ Success of an episode is ``info['success']`` at its last step, as in OGBench.
 from __future__ import annotations
 
 import time
-import warnings
 
 import jax
 import numpy as np
 
-
-def make_eval_env(env_name: str):
-    """The OGBench evaluation env for a dataset name (no dataset download)."""
-    import ogbench
-
-    try:
-        with warnings.catch_warnings():  # MuJoCo probing for a display, gymnasium's float64 bounds notes
-            warnings.filterwarnings('ignore', message='.*DISPLAY.*')
-            warnings.filterwarnings('ignore', message='.*precision lowered.*')
-            return ogbench.make_env_and_datasets(env_name, env_only=True)
-    except Exception as e:  # gymnasium raises several error types for unknown ids.
-        raise ValueError(
-            f'cannot make the evaluation env for --env_name {env_name!r} ({type(e).__name__}: {e}). Use an OGBench '
-            f'dataset name such as pointmaze-medium-navigate-v0, or --eval_episodes 0 to skip evaluation.'
-        ) from e
+from impls.envs.ogbench import make_eval_env
 
 
 class RandomPolicy:

@@ -1,4 +1,4 @@
-"""The online loop compiled: for an environment written in jax (impls/utils/jax_envs.py), each stretch
+"""The online loop compiled: for an environment written in jax (impls/envs/jax_envs.py), each stretch
 between two log rows runs as one jitted `fori_loop` over vector steps -- epsilon-greedy acting, the
 environment step with its time limit and reset, the replay write, and `training_steps_per_sample`
 updates on n-step batches sampled from a replay buffer held on the device -- with no Python per step.
@@ -19,10 +19,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from impls.data.replay import FIELDS, n_step_batch
-from impls.utils.envs import env_factory
-from impls.utils.jax_envs import JaxEnvError, auto_reset_step, make_jax_env
-from impls.utils.offline_loop import TrainingError
-from impls.utils.online_loop import OnlineRun, _slope, agent_config, linear, metric_vector_update, reduction
+from impls.envs.gym import env_factory
+from impls.envs.jax_envs import JaxEnvError, auto_reset_step, make_jax_env
+from impls.runs.online import OnlineRun, agent_config, linear
+from impls.runs.session import TrainingError, trend_slope
+from impls.runs.updates import metric_vector_update, reduction
 
 
 def _schedule(start, end, fraction, step, total):
@@ -158,11 +159,11 @@ def run_compiled(args, spec):
     leaves, treedef = jax.tree.flatten(agent)
     state = init_state(env, leaves, config, num_envs, args.seed, ring=max(100, args.slope_window))
     if args.resume:
-        agent, loop = run.restore(agent)
+        agent, _, loop = run.session.restore(agent)
         state = dict(jax.tree.map(jnp.asarray, loop['state']), agent=jax.tree.leaves(agent))
         print(f'Resumed {run.run_dir} at environment step {int(state["step"])}.')
     step = int(state['step'])
-    run.start(step)
+    run.session.start(step)
     c = config.to_dict()
     example_batch = jax.eval_shape(lambda s: sample_batch(s, s['key'], c, num_envs), state)
     update_fn, names = metric_vector_update(treedef, leaves, example_batch)
@@ -180,7 +181,7 @@ def run_compiled(args, spec):
             stats = jax.device_get(stats)
             elapsed = time.perf_counter() - t0
             done_steps, step = int(state['step']) - step, int(state['step'])
-            run.bar.update(done_steps)
+            run.session.bar.update(done_steps)
             returns = _ordered_returns(state)
             if step >= next_log or step >= total:
                 next_log = (step // args.log_interval + 1) * args.log_interval
@@ -191,7 +192,7 @@ def run_compiled(args, spec):
                     'charts/epsilon': linear(c['epsilon_start'], c['epsilon_end'], c['epsilon_fraction'], step, total),
                     'charts/expert_ratio': 0.0,
                     'charts/agent_return': float(np.mean(returns[-100:])) if returns else float('nan'),
-                    'charts/reward_slope': _slope(returns[-args.slope_window:]),
+                    'charts/reward_slope': trend_slope(returns[-args.slope_window:]),
                     'charts/replay_ratio': n * config.batch_size / max(done_steps, 1),
                     'charts/buffer_size': int(state['rows']) * num_envs,
                     'time/steps_per_second': done_steps / max(elapsed, 1e-9),
@@ -206,8 +207,8 @@ def run_compiled(args, spec):
                 next_ckpt = (step // run.ckpt_every + 1) * run.ckpt_every
                 t0 = time.perf_counter()
                 host = jax.device_get(state)
-                run.save(step, jax.tree.unflatten(treedef, state['agent']),
-                         dict(state={k: v for k, v in host.items() if k != 'agent'}))
+                run.session.save(step, jax.tree.unflatten(treedef, state['agent']),
+                                 loop=dict(state={k: v for k, v in host.items() if k != 'agent'}))
                 excluded += time.perf_counter() - t0
     finally:
         run.close()

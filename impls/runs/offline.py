@@ -8,36 +8,31 @@ checkpoint steps, which are segment boundaries of a plan fixed up front.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
 import jax
 import numpy as np
-from tqdm import tqdm
 
 from impls.data.datasets import Dataset, DatasetError, load_dataset, split_episodes, val_path_for
 from impls.data.loader import BlockShuffleIndices, Prefetcher, UniformIndices, make_batch, stacked_batches
 from impls.data.sampler import GoalSampler
-from impls.utils.checkpoints import Checkpointer, json_safe
+from impls.envs.ogbench import make_eval_env, ogbench_env_for
+from impls.health import health_context
+from impls.health.probe import goal_sensitivity, probe_batch
+from impls.runs.session import RunSession, TrainingError, due, example_spec, make_monitor, make_plan
+from impls.runs.updates import (SeedMemoryError, check_seed_memory, scan_seed_updates, scan_updates, stack_agents,
+                                unstack_agent)
+from impls.utils.checkpoints import json_safe
 from impls.utils.config import apply_overrides
-from impls.utils.flax_utils import scan_updates
 from impls.utils.sharding import (ShardingError, check_divisible, data_mesh, host_local, is_primary, replicate,
                                   shard_batch)
-from impls.utils.seeds import SeedMemoryError, check_seed_memory, scan_seed_updates, stack_agents, unstack_agent
-from impls.utils.goal_probe import goal_sensitivity, probe_batch
-from impls.utils.health import HealthMonitor, health_context, parse_health_overrides, read_run_metrics
-from impls.utils.logging import Logger, NullLogger
 
 DEFAULT_TRAIN_STEPS = 20_000
 # What the end-of-run summary prints, when the agent logs it.
 SUMMARY_KEYS = ('training/critic/contrastive_loss', 'training/critic/categorical_accuracy', 'training/critic/critic_loss',
                 'training/value/value_loss', 'training/actor/actor_loss', 'training/actor/q_loss_raw',
                 'training/actor/bc_loss', 'validation/critic/contrastive_loss', 'validation/critic/critic_loss')
-
-
-class TrainingError(ValueError):
-    """A run that cannot start or continue; the message says why and what to do."""
 
 
 def resolve_dataset(args, env_name) -> tuple[Dataset, Dataset | None]:
@@ -68,20 +63,6 @@ def dataset_stem(path: str) -> str:
     stem = os.path.basename(os.path.normpath(path))
     stem = stem[:-4] if stem.endswith('.npz') else stem
     return stem[:-4] if stem.endswith('-val') else stem
-
-
-def ogbench_env_for(stem: str) -> str | None:
-    """The OGBench dataset name `stem` when it names one (its environment is registered), else None."""
-    import gymnasium
-    import ogbench  # noqa: F401  (registers OGBench's environments)
-
-    from impls.data.generate import split_dataset_name
-
-    try:
-        env_id, _ = split_dataset_name(stem)
-    except ValueError:
-        return None
-    return stem if env_id in gymnasium.registry else None
 
 
 def resolve_env(args):
@@ -139,8 +120,6 @@ def check_env_matches(env_name: str, dataset: Dataset):
     """The evaluation env must take the dataset's observations (and goals) and actions."""
     import gymnasium
 
-    from impls.utils.evaluation import make_eval_env
-
     env = make_eval_env(env_name)
     obs_shape = tuple(env.observation_space.shape)
     if obs_shape != dataset.observation_shape:
@@ -174,36 +153,6 @@ def check_val_matches(train: Dataset, val: Dataset):
         )
 
 
-def make_plan(start: int, total: int, boundaries, group: int):
-    """Segments (start, n) covering [start, total) that end on every multiple of each boundary
-    interval and are at most `group` long."""
-    plan, step = [], start
-    while step < total:
-        end = min(total, step + group)
-        for interval in boundaries:
-            if interval:
-                end = min(end, (step // interval + 1) * interval)
-        plan.append((step, end - step))
-        step = end
-    return plan
-
-
-def _due(step, interval, total):
-    return step == total or (interval and step % interval == 0)
-
-
-def _prepare_run_dir(args, run_dir, ckpt_dir):
-    has_ckpt = os.path.isdir(ckpt_dir) and any(name.isdigit() for name in os.listdir(ckpt_dir))
-    if has_ckpt and not args.resume:
-        raise TrainingError(
-            f'{run_dir} already holds checkpoints ({ckpt_dir}); pass --resume to continue that run, or choose '
-            f'another --save_dir. Nothing was overwritten.'
-        )
-    if args.resume and not has_ckpt:
-        raise TrainingError(f'--resume given but {ckpt_dir} holds no checkpoint to resume from.')
-    os.makedirs(run_dir, exist_ok=True)
-
-
 def run_offline(args, spec):
     env_name = resolve_env(args)
     eval_episodes = args.eval_episodes if env_name is not None else 0
@@ -217,10 +166,8 @@ def run_offline(args, spec):
     if eval_episodes > 0:
         check_env_matches(env_name, train)
     batch_size = int(config.batch_size)
-    disable = [d for d in args.health_disable.split(',') if d]
     primary = is_primary()  # with --distributed, process 0 alone logs and prints
-    monitor = HealthMonitor(health_context(json_safe(config)), parse_health_overrides(args.health, disable), disable,
-                            printer=(lambda text: tqdm.write(text)) if primary else (lambda text: None))
+    monitor = make_monitor(args, health_context(json_safe(config)), primary)
 
     num_seeds = args.num_seeds
     if num_seeds < 1:
@@ -271,34 +218,22 @@ def run_offline(args, spec):
     agent = replicate(agent, mesh)
 
     run_name = env_name or dataset_stem(train.path)
-    run_dir = args.save_dir or os.path.join('runs', f'{args.algorithm}-{run_name}-s{args.seed}')
-    ckpt_dir = args.ckpt_dir or os.path.join(run_dir, 'checkpoints')
-    _prepare_run_dir(args, run_dir, ckpt_dir)
-    agent_config = json_safe(config)
     record = dict(
-        algorithm=args.algorithm, agent=agent_config, env_name=env_name, dataset_path=train.path,
-        action_dim=action_dim, observation_shape=list(train.observation_shape), seed=args.seed,
-        input_shape=list(example['observations'].shape[1:]), input_dtype=str(example['observations'].dtype),
-        num_seeds=num_seeds,
-        flags={k: v for k, v in vars(args).items() if k != 'agent_overrides'},
+        algorithm=args.algorithm, agent=json_safe(config), seed=args.seed, example_batch=example_spec(example),
+        env_name=env_name, dataset_path=train.path, action_dim=action_dim,
+        observation_shape=list(train.observation_shape), input_shape=list(example['observations'].shape[1:]),
+        input_dtype=str(example['observations'].dtype), num_seeds=num_seeds,
     )
-    checkpointer = Checkpointer(ckpt_dir)
+    session = RunSession(args, run_name, record, monitor, total, primary)
+    run_dir, ckpt_dir = session.run_dir, session.ckpt_dir
     start = 0
     if args.resume:
-        agent, meta = checkpointer.restore(agent, expect=dict(algorithm=args.algorithm, agent=agent_config,
-                                                              **({'num_seeds': num_seeds} if num_seeds > 1 else {})))
+        agent, meta, _ = session.restore(agent, {'num_seeds': num_seeds} if num_seeds > 1 else None)
         agent = replicate(agent, mesh)
         start = int(meta['step'])
-        monitor.replay(read_run_metrics(run_dir, until_step=start))
         print(f'Resumed {run_dir} at step {start}.')
-    if primary:
-        for path in (run_dir, ckpt_dir):
-            with open(os.path.join(path, 'config.json'), 'w') as f:
-                json.dump(record, f, indent=2, default=str)
-        logger = Logger(run_dir, args.project, os.path.basename(os.path.abspath(run_dir)), record, args.wandb_mode,
-                        resume_step=start if args.resume else None, group=args.run_group)
-    else:
-        logger = NullLogger()
+    session.start(start)
+    bar = session.bar
 
     plan = make_plan(start, total, (args.log_interval, eval_interval, ckpt_every), args.updates_per_dispatch)
     probe_interval = 5 * args.log_interval if args.health_probe_interval is None else args.health_probe_interval
@@ -325,8 +260,6 @@ def run_offline(args, spec):
         with several processes a host-local copy, so that each process runs them on its own."""
         return host_local(agent if num_seeds == 1 else unstack_agent(agent, index))
 
-    bar = tqdm(total=total, initial=start, desc=f'{args.algorithm} {run_name}', unit='step',
-               disable=args.no_progress or not primary, dynamic_ncols=True)
     prefetcher = Prefetcher(make_segment, plan)
     last_eval = None
     in_flight = []  # (updates, info) dispatched but not yet counted on the bar
@@ -345,21 +278,17 @@ def run_offline(args, spec):
                 finished, finished_info = in_flight.pop(0)
                 jax.block_until_ready(finished_info)
                 bar.update(finished)
-            if _due(step, args.log_interval, total):
+            if due(step, args.log_interval, total):
                 info = jax.device_get(info)
                 bar.update(sum(k for k, _ in in_flight))
                 in_flight.clear()
                 elapsed = time.perf_counter() - timer_start
                 train_seconds += elapsed
                 metrics = seed_metrics('training', info)
-                bad = [k for k, v in metrics.items() if not np.all(np.isfinite(v))]
-                if bad:
+                if not all(np.all(np.isfinite(v)) for v in metrics.values()):
                     monitor.observe(step, metrics)
-                    raise TrainingError(
-                        f'non-finite {bad[0]} = {metrics[bad[0]]} at step {step}; stopping. The last good checkpoint '
-                        f'in {ckpt_dir} (step {checkpointer.latest_step()}) is intact. Lower --agent.lr or check the data.'
-                    )
-                if probe_data is not None and _due(step, probe_interval, total):
+                    session.check_finite(step, metrics, 'Lower --agent.lr or check the data.', show_value=True)
+                if probe_data is not None and due(step, probe_interval, total):
                     probe = goal_sensitivity(seed_agent(agent, 0), probe_data, num_alt_goals=4, seed=args.seed)
                     metrics['health/probe/action_sensitivity'] = probe['action_sensitivity']
                     metrics['health/probe/value_auc'] = probe['value_auc']
@@ -374,13 +303,12 @@ def run_offline(args, spec):
                 metrics['training/epoch'] = index_source.epoch_of(step - 1)
                 metrics['time/steps_per_second'] = timer_steps / elapsed
                 metrics['time/train_seconds'] = train_seconds
-                metrics.update(monitor.observe(step, metrics))
-                logger.log('train', step, metrics)
+                metrics = session.log('train', step, metrics)
                 last_train = dict(step=step, metrics=metrics)
                 bar.set_postfix(loss=f"{np.mean(info.get('critic/critic_loss', info.get('critic/contrastive_loss', 0))):.3g}")
                 timer_start, timer_steps = time.perf_counter(), 0
-            if eval_episodes > 0 and _due(step, eval_interval, total):
-                from impls.utils.evaluation import evaluate
+            if eval_episodes > 0 and due(step, eval_interval, total):
+                from impls.runs.evaluation import evaluate
 
                 t0 = time.perf_counter()
                 results = [evaluate(seed_agent(agent, i), env_name,
@@ -394,24 +322,18 @@ def run_offline(args, spec):
                     eval_metrics = {f'evaluation/{k}': v for k, v in results[0].items()}
                 else:
                     eval_metrics = seed_metrics('evaluation', {k: [r[k] for r in results] for k in results[0]})
-                eval_metrics.update(monitor.observe(step, eval_metrics))
-                logger.log('eval', step, eval_metrics)
+                session.log('eval', step, eval_metrics)
                 tasks = ' '.join(f'{v:.2f}' for k, v in result.items() if k.startswith('task'))
                 bar.write(f'step {step}: success {result["overall_success"]:.3f} (tasks {tasks}) '
                           f'[{result["seconds"]:.0f}s eval]')
                 timer_start += time.perf_counter() - t0
-            if _due(step, ckpt_every, total):
+            if due(step, ckpt_every, total):
                 t0 = time.perf_counter()
-                checkpointer.save(step, agent, dict(step=step, algorithm=args.algorithm, agent=agent_config,
-                                                    epoch=index_source.epoch_of(step - 1), num_seeds=num_seeds))
+                session.save(step, agent, dict(epoch=index_source.epoch_of(step - 1), num_seeds=num_seeds))
                 timer_start += time.perf_counter() - t0
     finally:
         prefetcher.close()
-        bar.close()
-        if primary:
-            monitor.write_report(run_dir)
-            logger.attach(monitor.report_files(run_dir))
-        logger.close()
+        session.close()
     if primary and last_train:
         shown = [k for k in SUMMARY_KEYS if k in last_train['metrics']]
         values = ', '.join(f'{k.removeprefix("training/")} {float(np.mean(last_train["metrics"][k])):.4g}' for k in shown)
@@ -420,7 +342,7 @@ def run_offline(args, spec):
               f'({train_seconds:.0f} s of updates, {(last_train["step"] - start) / max(train_seconds, 1e-9):.1f} steps/s). '
               f'Last log: {values}.')
         print(monitor.summary_line(run_dir))
-        latest = checkpointer.latest_step()
+        latest = session.checkpointer.latest_step()
         if latest is not None:
             where = run_dir if os.path.abspath(ckpt_dir) == os.path.abspath(os.path.join(run_dir, 'checkpoints')) else ckpt_dir
             print(f'Checkpoints in {ckpt_dir} (latest: step {latest}); next: python test_goal_conditioning.py '
@@ -431,7 +353,7 @@ def run_offline(args, spec):
         print(f'Final success rate over {num_tasks} tasks x {eval_episodes} episodes: '
               f'{last_eval["overall_success"]:.3f}{seeds_note}')
         if args.random_baseline:
-            from impls.utils.evaluation import RandomPolicy, evaluate
+            from impls.runs.evaluation import RandomPolicy, evaluate
 
             baseline = evaluate(RandomPolicy(action_dim, bool(config.discrete), args.seed), env_name,
                                 eval_episodes, seed=args.seed * 1000 + total)

@@ -1,12 +1,10 @@
 """Online environments: gymnasium ids or `module:Class` entry points, vectorised, with Atari's standard
 preprocessing (no-op starts, frame skip 4 with max-pooling, 84x84 grey, rewards clipped to their sign for
-learning while the logged return is the game's score, 4 stacked frames channels-last); and the expert
-policies of the expert curriculum."""
+learning while the logged return is the game's score, 4 stacked frames channels-last)."""
 
 from __future__ import annotations
 
 import importlib
-import os
 
 import gymnasium
 import numpy as np
@@ -16,7 +14,7 @@ class EnvError(ValueError):
     pass
 
 
-def _load(spec: str, what: str):
+def load_object(spec: str, what: str):
     if ':' not in spec:
         raise EnvError(f'{what} {spec!r} must be MODULE:NAME (e.g. my_game.env:TempestEnv).')
     module_name, attr = spec.split(':', 1)
@@ -47,7 +45,7 @@ class EnvFactory:
     def __init__(self, env_id: str | None, entry_point: str | None = None, atari_frame_stack: int = 4):
         self.env_id, self.entry_point, self.atari_frame_stack = env_id, entry_point, atari_frame_stack
         if entry_point:
-            _load(entry_point, '--env_entry_point')  # fail now, with the reason, not inside the vector env
+            load_object(entry_point, '--env_entry_point')  # fail now, with the reason, not inside the vector env
             return
         if is_atari(env_id):
             import ale_py
@@ -61,7 +59,7 @@ class EnvFactory:
 
     def __call__(self):
         if self.entry_point:
-            env = _load(self.entry_point, '--env_entry_point')()
+            env = load_object(self.entry_point, '--env_entry_point')()
             if not isinstance(env, gymnasium.Env):
                 raise EnvError(f'--env_entry_point {self.entry_point} made a {type(env).__name__}, not a gymnasium.Env.')
         elif is_atari(self.env_id):
@@ -92,61 +90,3 @@ def make_vec_env(factory, num_envs: int, seed: int):
                                          autoreset_mode=gymnasium.vector.AutoresetMode.NEXT_STEP)
     env.reset(seed=seed)
     return env
-
-
-def cartpole_expert(observations):
-    """A built-in CartPole-v1 controller (PD on pole angle and angular velocity plus a little cart
-    feedback); it balances for the full 500 steps from every start we have tried."""
-    x, x_dot, theta, theta_dot = np.asarray(observations, np.float64).T
-    return (theta + 0.5 * theta_dot + 0.01 * x + 0.1 * x_dot > 0).astype(np.int64)
-
-
-BUILTIN_EXPERTS = {'cartpole': cartpole_expert}
-
-
-class CheckpointExpert:
-    """The greedy policy of an online agent saved by train.py (a run directory or a checkpoint in it). It acts
-    through the online loop's FastAgent: the expert may be called every environment step."""
-
-    def __init__(self, path: str):
-        from impls.agents import load_agent
-        from impls.utils.online_loop import FastAgent
-
-        agent, record, self.step = load_agent(path)
-        if not hasattr(agent, 'greedy_actions') or 'num_actions' not in record:
-            raise EnvError(f'--expert {path}: the checkpoint holds a {record["algorithm"]} agent, not an online '
-                           f'discrete-action agent.')
-        self.policy = FastAgent(agent)
-
-    def __call__(self, observations):
-        return self.policy.act(observations)
-
-
-def load_expert(spec: str | None):
-    """None, 'cartpole', a checkpoint of an online agent (run directory), or MODULE:CALLABLE taking a batch of
-    observations and returning actions."""
-    if not spec:
-        return None
-    if spec in BUILTIN_EXPERTS:
-        return BUILTIN_EXPERTS[spec]
-    if os.path.exists(spec):
-        from impls.agents import CheckpointError
-
-        try:
-            return CheckpointExpert(spec)
-        except CheckpointError as e:
-            raise EnvError(f'--expert {spec}: {e}') from e
-    fn = _load(spec, '--expert')
-    if not callable(fn):
-        raise EnvError(f'--expert {spec} is not callable.')
-    return fn
-
-
-def check_expert_actions(actions, num_actions: int, n: int, spec: str):
-    actions = np.asarray(actions)
-    if actions.shape != (n,) or not np.issubdtype(actions.dtype, np.integer) or actions.min() < 0 or actions.max() >= num_actions:
-        raise EnvError(
-            f'expert {spec} returned {actions!r} for {n} observations; expected {n} integer actions in '
-            f'[0, {num_actions}).'
-        )
-    return actions

@@ -10,12 +10,11 @@ environment steps here.
 Two backends share everything but the stepping (`OnlineRun`: configuration, run directory, logging,
 health monitor, evaluation, checkpoints): gymnasium environments stepped from Python (this module), and
 environments written in jax, where whole stretches of the loop run as one compiled loop
-(`--env_backend jax`, impls/utils/compiled_loop.py).
+(`--env_backend jax`, impls/runs/compiled.py).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import time
@@ -23,17 +22,17 @@ from collections import deque
 
 import gymnasium
 import jax
-import jax.numpy as jnp
 import numpy as np
-from tqdm import tqdm
 
 from impls.data.replay import ReplayBuffer
-from impls.utils.checkpoints import Checkpointer, json_safe
+from impls.envs.experts import check_expert_actions
+from impls.envs.experts import load_expert as load_builtin_expert
+from impls.envs.gym import EnvError, env_factory, make_vec_env
+from impls.health import health_context
+from impls.runs.session import RunSession, TrainingError, make_monitor, trend_slope
+from impls.runs.updates import FastAgent, reduction
+from impls.utils.checkpoints import json_safe
 from impls.utils.config import apply_overrides
-from impls.utils.envs import EnvError, check_expert_actions, env_factory, load_expert, make_vec_env
-from impls.utils.health import HealthMonitor, health_context, parse_health_overrides, read_run_metrics
-from impls.utils.logging import Logger
-from impls.utils.offline_loop import TrainingError, _prepare_run_dir
 
 
 def linear(start, end, fraction, step, total):
@@ -57,62 +56,33 @@ def evaluate_online(agent, factory, episodes: int, seed: int, epsilon: float = 0
     return float(returns.mean())
 
 
-def metric_vector_update(treedef, leaves, example_batch):
-    """The agent's update on its flat leaves, with the scalar metrics stacked into one vector.
+class CheckpointExpert:
+    """The greedy policy of an online agent saved by train.py (a run directory or a checkpoint in it). It acts
+    through FastAgent: the expert may be called every environment step."""
 
-    Returns (fn(leaves, batch) -> (leaves, vector (M,), td errors or None), the M metric names).
-    """
+    def __init__(self, path: str):
+        from impls.runs.restore import load_agent
 
-    def run(leaves, batch):
-        agent, info = jax.tree.unflatten(treedef, leaves).update(batch)
-        scalars = {k: v for k, v in info.items() if k != 'td_errors'}
-        return jax.tree.leaves(agent), scalars, info.get('td_errors')
+        agent, record, self.step = load_agent(path)
+        if not hasattr(agent, 'greedy_actions') or 'num_actions' not in record:
+            raise EnvError(f'--expert {path}: the checkpoint holds a {record["algorithm"]} agent, not an online '
+                           f'discrete-action agent.')
+        self.policy = FastAgent(agent)
 
-    names = sorted(jax.eval_shape(run, leaves, example_batch)[1])
-
-    def update(leaves, batch):
-        leaves, scalars, td = run(leaves, batch)
-        return leaves, jnp.stack([jnp.asarray(scalars[k], jnp.float32) for k in names]), td
-
-    return update, names
+    def __call__(self, observations):
+        return self.policy.act(observations)
 
 
-def reduction(name):
-    """How a metric is summarised over the updates of a log interval: '.../min' by min, '.../max' by max,
-    the rest by mean."""
-    return {'min': 'min', 'max': 'max'}.get(name.rsplit('/', 1)[-1], 'mean')
+def load_expert(spec: str | None):
+    """None, 'cartpole', a run directory of a trained online agent, or MODULE:CALLABLE (impls.envs.experts)."""
+    if spec and os.path.exists(spec):
+        from impls.utils.checkpoints import CheckpointError
 
-
-class FastAgent:
-    """The agent as one flat list of arrays, for the jitted calls made every environment step.
-
-    Calling a jitted function on the agent itself costs ~115 us on CPU (flattening the dataclass and
-    comparing its static config for the jit cache: measured with an update that does nothing), more than
-    the tiny network's update; on a flat list of arrays it costs a few. The update also returns its scalar
-    metrics as one vector: reading ~14 scalars from each of 4,000 updates cost more than the updates did.
-    The agent needs `update(batch) -> (agent, info)` and `greedy_actions(observations)`.
-    """
-
-    def __init__(self, agent):
-        self.leaves, self.treedef = jax.tree.flatten(agent)
-        treedef = self.treedef
-        self._act = jax.jit(lambda leaves, obs: jax.tree.unflatten(treedef, leaves).greedy_actions(obs))
-        self._update, self.metric_names = None, None
-
-    @property
-    def agent(self):
-        return jax.tree.unflatten(self.treedef, self.leaves)
-
-    def act(self, observations):
-        return np.array(self._act(self.leaves, observations))
-
-    def update(self, batch):
-        """One update; returns (metric vector (len(metric_names),), td errors or None), both on device."""
-        if self._update is None:
-            update, self.metric_names = metric_vector_update(self.treedef, self.leaves, batch)
-            self._update = jax.jit(update)
-        self.leaves, vector, td = self._update(self.leaves, batch)
-        return vector, td
+        try:
+            return CheckpointExpert(spec)
+        except CheckpointError as e:
+            raise EnvError(f'--expert {spec}: {e}') from e
+    return load_builtin_expert(spec)
 
 
 def _picklable(env):
@@ -121,13 +91,6 @@ def _picklable(env):
         return env
     except Exception:
         return None
-
-
-def _slope(values):
-    if len(values) < 3:
-        return 0.0
-    x = np.arange(len(values), dtype=float)
-    return float(np.polyfit(x, np.asarray(values, float), 1)[0])
 
 
 def agent_config(args, spec):
@@ -152,58 +115,25 @@ def agent_config(args, spec):
 
 
 class OnlineRun:
-    """What both backends share: the run directory and its config.json, logger, progress bar, health
-    monitor, checkpoints (the agent through the Checkpointer, the loop's own state as an atomic pickle
-    beside it) and the per-interval training log."""
+    """What both online backends share beyond the run session: the interval settings, the per-interval training
+    log (a non-finite metric stops the run), evaluation and the end-of-run summary."""
 
     def __init__(self, args, config, record_extra):
         self.args = args
         self.total = args.train_steps or 50_000
         self.eval_interval = args.eval_interval or self.total
         self.ckpt_every = args.ckpt_every or self.eval_interval
-        disable = [d for d in args.health_disable.split(',') if d]
-        self.agent_config = json_safe(config)
-        context = health_context(dict(self.agent_config, reward_bound=args.reward_bound or 1.0))
+        agent_config = json_safe(config)
+        context = health_context(dict(agent_config, reward_bound=args.reward_bound or 1.0))
         if not args.reward_bound:
             context.pop('value_bound', None)
-        self.monitor = HealthMonitor(context, parse_health_overrides(args.health, disable), disable,
-                                     printer=lambda text: tqdm.write(text))
-        self.run_dir = args.save_dir or os.path.join('runs', f'{args.algorithm}-{args.env_name or "custom"}-s{args.seed}')
-        self.ckpt_dir = args.ckpt_dir or os.path.join(self.run_dir, 'checkpoints')
-        _prepare_run_dir(args, self.run_dir, self.ckpt_dir)
-        self.record = dict(algorithm=args.algorithm, agent=self.agent_config, env_name=args.env_name,
-                           env_entry_point=args.env_entry_point, seed=args.seed, **record_extra,
-                           flags={k: v for k, v in vars(args).items() if k != 'agent_overrides'})
-        self.checkpointer = Checkpointer(self.ckpt_dir)
-        self.meta = dict(algorithm=args.algorithm, agent=self.agent_config)
-        self.episodes = []  # (step, return, length, expert-driven) finished since the last write
-
-    def flush_episodes(self):
-        """Every finished episode, as CleanRL logs it (episodes.csv and wandb), written once an interval (and before
-        a checkpoint) to keep file and wandb calls off the per-step path."""
-        for episode_step, ret, length, expert_driven in self.episodes:
-            self.logger.log('episodes', episode_step, {'charts/episodic_return': ret, 'charts/episodic_length': length,
-                                                       'charts/expert_driven': expert_driven})
-        self.episodes.clear()
-
-    def restore(self, agent):
-        """(agent, loop state) from the latest checkpoint; replays the logged metrics into the monitor."""
-        agent, meta = self.checkpointer.restore(agent, expect=self.meta)
-        with open(os.path.join(self.ckpt_dir, f'loop_{meta["step"]}.pkl'), 'rb') as f:
-            loop = pickle.load(f)
-        self.monitor.replay(read_run_metrics(self.run_dir, until_step=meta['step']))
-        return agent, loop
-
-    def start(self, step):
-        """Writes config.json, opens the logger and the progress bar at environment step `step`."""
-        args = self.args
-        for path in (self.run_dir, self.ckpt_dir):
-            with open(os.path.join(path, 'config.json'), 'w') as f:
-                json.dump(self.record, f, indent=2, default=str)
-        self.logger = Logger(self.run_dir, args.project, os.path.basename(os.path.abspath(self.run_dir)), self.record,
-                             args.wandb_mode, resume_step=step if args.resume else None, group=args.run_group)
-        self.bar = tqdm(total=self.total, initial=step, desc=f'{args.algorithm} {args.env_name or args.env_entry_point}',
-                        unit='step', disable=args.no_progress, dynamic_ncols=True)
+        monitor = make_monitor(args, context)
+        record = dict(algorithm=args.algorithm, agent=agent_config, seed=args.seed, env_name=args.env_name,
+                      env_entry_point=args.env_entry_point, **record_extra)
+        self.session = RunSession(args, args.env_name or 'custom', record, monitor, self.total,
+                                  desc=f'{args.algorithm} {args.env_name or args.env_entry_point}',
+                                  step_name='environment step')
+        self.run_dir, self.monitor = self.session.run_dir, monitor
 
     def log_training(self, step, reduced, charts):
         """Logs one interval: `reduced` {metric: value} summarised over its updates, `charts` the loop's own
@@ -211,44 +141,20 @@ class OnlineRun:
         metrics = {f'training/{k}': float(v) for k, v in reduced.items()}
         metrics.update(charts)
         metrics = {k: v for k, v in metrics.items() if not (isinstance(v, float) and np.isnan(v) and 'return' in k)}
-        self.flush_episodes()
-        bad = [k for k, v in metrics.items() if k.startswith('training/') and not np.isfinite(v)]
-        metrics.update(self.monitor.observe(step, metrics))
-        self.logger.log('train', step, metrics)
-        if bad:
-            raise TrainingError(
-                f'non-finite {bad[0]} at environment step {step}; stopping. The last good checkpoint in '
-                f'{self.ckpt_dir} (step {self.checkpointer.latest_step()}) is intact. Lower --agent.lr, clip gradients '
-                f'(--agent.max_grad_norm) or clamp targets (--agent.target_clamp).'
-            )
+        self.session.flush_episodes()
+        self.session.log('train', step, metrics)
+        self.session.check_finite(step, metrics, 'Lower --agent.lr, clip gradients (--agent.max_grad_norm) or clamp '
+                                  'targets (--agent.target_clamp).')
 
     def evaluate(self, step, agent, factory, last10):
         ret = evaluate_online(agent, factory, self.args.eval_episodes, seed=self.args.seed * 1000 + step)
-        eval_metrics = {'evaluation/episode_return': ret}
-        eval_metrics.update(self.monitor.observe(step, eval_metrics))
-        self.logger.log('eval', step, eval_metrics)
-        self.bar.write(f'step {step}: greedy return {ret:.1f} over {self.args.eval_episodes} episodes; '
-                       f'last-10 training return {last10:.1f}')
+        self.session.log('eval', step, {'evaluation/episode_return': ret})
+        self.session.bar.write(f'step {step}: greedy return {ret:.1f} over {self.args.eval_episodes} episodes; '
+                               f'last-10 training return {last10:.1f}')
         return ret
 
-    def save(self, step, agent, loop):
-        self.flush_episodes()
-        tmp = os.path.join(self.ckpt_dir, f'.loop_{step}.pkl.tmp')
-        with open(tmp, 'wb') as f:
-            pickle.dump(loop, f)
-        os.replace(tmp, os.path.join(self.ckpt_dir, f'loop_{step}.pkl'))
-        self.checkpointer.save(step, agent, dict(self.meta, step=step))
-        kept = {int(s) for s in self.checkpointer.manager.all_steps()}
-        for name in os.listdir(self.ckpt_dir):
-            if name.startswith('loop_') and int(name[5:-4]) not in kept:
-                os.remove(os.path.join(self.ckpt_dir, name))
-
     def close(self):
-        self.flush_episodes()
-        self.bar.close()
-        self.monitor.write_report(self.run_dir)
-        self.logger.attach(self.monitor.report_files(self.run_dir))
-        self.logger.close()
+        self.session.close()
         print(self.monitor.summary_line(self.run_dir))
 
     def summary(self, agent, agent_returns, sps, eval_return):
@@ -273,7 +179,7 @@ def run_online(args, spec):
     if jax.process_count() > 1:
         raise TrainingError('--distributed is for the offline agents; the online loop runs in one process.')
     if args.env_backend == 'jax':
-        from impls.utils.compiled_loop import run_compiled
+        from impls.runs.compiled import run_compiled
 
         return run_compiled(args, spec)
     config = agent_config(args, spec)
@@ -311,7 +217,7 @@ def run_online(args, spec):
     agent_returns, expert_returns = deque(maxlen=100), deque(maxlen=100)
     all_agent_returns = []
     if args.resume:
-        agent, loop = run.restore(agent)
+        agent, _, loop = run.session.restore(agent)
         buffer.load_state_dict(loop['buffer'])
         rng.bit_generator.state = loop['rng']
         explore_rng.bit_generator.state = loop['explore_rng']
@@ -325,7 +231,7 @@ def run_online(args, spec):
             prev_done = np.zeros(args.num_envs, bool)
             print('The environments could not be saved with the checkpoint; their episodes restart.')
         print(f'Resumed {run.run_dir} at environment step {step}.')
-    run.start(step)
+    run.session.start(step)
     fast = FastAgent(agent)  # from here on the agent lives in fast.leaves
     del agent
     interval_infos, interval_updates, timer, timer_steps = [], 0, time.perf_counter(), 0
@@ -357,7 +263,7 @@ def run_online(args, spec):
                             terminated=terminated, done=done), valid=valid)
             for i in np.flatnonzero(done & valid):
                 ret_i = float(info['episode']['r'][i])
-                run.episodes.append((step + args.num_envs, ret_i, int(info['episode']['l'][i]),
+                run.session.episodes.append((step + args.num_envs, ret_i, int(info['episode']['l'][i]),
                                      int(bool(expert_episode[i]))))
                 (expert_returns if expert_episode[i] else agent_returns).append(ret_i)
                 if not expert_episode[i]:
@@ -368,7 +274,7 @@ def run_online(args, spec):
             prev_done, obs = done, next_obs
             step += args.num_envs
             timer_steps += args.num_envs
-            run.bar.update(args.num_envs)
+            run.session.bar.update(args.num_envs)
             if step >= c['learning_starts']:
                 updates_due += c['training_steps_per_sample'] * args.num_envs
                 beta = linear(c['per_beta_start'], 1.0, 1.0, total - step, total) if c['prioritized'] else 0.0
@@ -392,7 +298,7 @@ def run_online(args, spec):
                     'charts/epsilon': epsilon, 'charts/expert_ratio': expert_ratio,
                     'charts/agent_return': float(np.mean(agent_returns)) if agent_returns else float('nan'),
                     'charts/expert_return': float(np.mean(expert_returns)) if expert_returns else float('nan'),
-                    'charts/reward_slope': _slope([r for _, r in all_agent_returns[-args.slope_window:]]),
+                    'charts/reward_slope': trend_slope([r for _, r in all_agent_returns[-args.slope_window:]]),
                     'charts/replay_ratio': interval_updates * config.batch_size / max(timer_steps, 1),
                     'charts/buffer_size': len(buffer),
                     'time/steps_per_second': timer_steps / max(elapsed, 1e-9),
@@ -408,7 +314,7 @@ def run_online(args, spec):
             if step >= next_ckpt or step >= total:
                 next_ckpt += run.ckpt_every
                 t0 = time.perf_counter()
-                run.save(step, fast.agent, dict(
+                run.session.save(step, fast.agent, loop=dict(
                     buffer=buffer.state_dict(), rng=rng.bit_generator.state,
                     explore_rng=explore_rng.bit_generator.state, step=step,
                     updates_due=updates_due, obs=obs, prev_done=prev_done, expert_episode=expert_episode,

@@ -1,0 +1,48 @@
+"""Every agent's optimiser, built from its config with optax: Adam with an optional learning-rate schedule
+(linear warmup, linear decay to `lr_end`), global-norm gradient clipping and gradient accumulation.
+
+Config keys (an agent declares the ones it uses in its get_config; absent keys take the defaults here):
+    lr              peak learning rate
+    adam_eps        Adam's epsilon (1e-8)
+    warmup_steps    optimiser steps of linear warmup from 0 to lr (0: none)
+    lr_end          learning rate at the end of a linear decay after the warmup (None: constant)
+    lr_decay_steps  optimiser steps of that decay (the online loop sets it from --train_steps when 0)
+    max_grad_norm   clip gradients to this global norm (0: off)
+    grad_accum      minibatches per optimiser step (optax.MultiSteps; 1: off)
+"""
+
+from __future__ import annotations
+
+import optax
+
+DEFAULTS = dict(adam_eps=1e-8, warmup_steps=0, lr_end=None, lr_decay_steps=0, max_grad_norm=0.0, grad_accum=1)
+
+
+def _get(config, key):
+    value = config.get(key, DEFAULTS[key]) if hasattr(config, 'get') else DEFAULTS[key]
+    return DEFAULTS[key] if value is None and DEFAULTS[key] is not None else value
+
+
+def lr_schedule(config):
+    """The learning rate as a function of the optimiser step: constant, or warmup and/or linear decay."""
+    lr, warmup, lr_end = config['lr'], int(_get(config, 'warmup_steps')), _get(config, 'lr_end')
+    if lr_end is not None and not _get(config, 'lr_decay_steps'):
+        raise ValueError('lr_end needs lr_decay_steps (the online loop sets it from --train_steps)')
+    decay = optax.linear_schedule(lr, lr_end, int(_get(config, 'lr_decay_steps'))) if lr_end is not None else None
+    if not warmup:
+        return decay or optax.constant_schedule(lr)
+    ramp = optax.linear_schedule(0.0, lr, warmup)
+    return optax.join_schedules([ramp, decay or optax.constant_schedule(lr)], [warmup])
+
+
+def make_optimizer(config) -> optax.GradientTransformation:
+    """The optimiser an agent's config asks for (see the module docstring for the keys)."""
+    schedule = lr_schedule(config)
+    constant = not _get(config, 'warmup_steps') and _get(config, 'lr_end') is None
+    # A constant rate is passed as a number: the optimiser state then holds no step count for a schedule.
+    adam = optax.adam(config['lr'] if constant else schedule, eps=_get(config, 'adam_eps'))
+    max_norm = _get(config, 'max_grad_norm')
+    tx = optax.chain(optax.clip_by_global_norm(max_norm), adam) if max_norm else adam
+    if _get(config, 'grad_accum') > 1:
+        tx = optax.MultiSteps(tx, every_k_schedule=int(_get(config, 'grad_accum')))
+    return tx
