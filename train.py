@@ -39,6 +39,15 @@ def build_parser():
       help='Online agents: "jax" runs an environment written in jax (impls/envs/jax_envs.py: CartPole-v1) with '
       'acting, replay and updates compiled into one jitted loop per log interval.')
     a('--expert', default=None, help='Online agents: expert for the curriculum: "cartpole", a run directory of a trained online agent, or MODULE:CALLABLE.')
+    a('--learning_starts', type=int, default=10_000, help='Online agents: environment steps before the first update.')
+    a('--training_steps_per_sample', type=float, default=0.1,
+      help='Online agents: gradient updates per environment step (the replay ratio; a fraction accumulates).')
+    a('--buffer_size', type=int, default=10_000, help='Online agents: replay capacity (transitions).')
+    a('--expert_ratio_start', type=float, default=0.0,
+      help='Online agents, with --expert: probability an episode is driven by the expert, at the start.')
+    a('--expert_ratio_floor', type=float, default=0.0, help='... and its floor after the decay.')
+    a('--expert_decay_fraction', type=float, default=0.5,
+      help='Fraction of training over which the expert ratio decays linearly to its floor.')
     a('--reward_bound', type=float, default=None,
       help='Online agents: |r|max, for the value-divergence bound |r|max / (1 - gamma).')
     a('--slope_window', type=int, default=20, help='Online agents: episodes in the reward-slope window.')
@@ -82,7 +91,8 @@ def build_parser():
     a('--log_interval', type=int, default=1000, help='Steps between training/validation log rows.')
     a('--eval_interval', type=int, default=None, help='Steps between evaluations (default: train_steps).')
     a('--eval_episodes', type=int, default=20, help='Evaluation episodes per task (0 skips evaluation).')
-    a('--eval_temperature', type=float, default=0.0, help='Actor temperature at evaluation (0: mode).')
+    a('--eval_temperature', type=float, default=None,
+      help='Actor temperature at evaluation (sets --agent.eval_temperature; default 0: the mode).')
     a('--updates_per_dispatch', type=int, default=8, help='Updates fused into one jitted call (lax.scan).')
     a('--health', nargs='*', default=[], metavar='DETECTOR.FIELD=VALUE',
       help='Training-health thresholds (see impls/health/), e.g. value_divergence.growth=20.')

@@ -47,12 +47,13 @@ def run(dataset, algorithm, overrides, seed, steps, batch_size, every=250):
     apply_overrides(config, dict(batch_size=batch_size, **overrides))
     sampler, indices = GoalSampler(dataset, config), UniformIndices(dataset, batch_size)
     example = make_batch(sampler, UniformIndices(dataset, 2), seed, 0)
-    agent = spec.agent_cls.create(seed, example['observations'], example['actions'], config, dataset.action_dim())
+    config.action_dim = dataset.action_dim()
+    agent = spec.agent_cls.create(seed, example, config)
     curve = []
     for start in range(0, steps, every):
         agent, info = scan_updates(agent, stacked_batches(sampler, indices, seed, start, every))
         info = jax.device_get(info)
-        curve.append(dict(step=start + every, loss=float(info['critic/contrastive_loss']),
+        curve.append(dict(step=start + every, loss=float(info['critic/loss']),
                           accuracy=float(info['critic/categorical_accuracy'])))
     return curve
 

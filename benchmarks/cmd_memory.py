@@ -43,7 +43,8 @@ def main():
         actor_goals=rng.normal(size=(b, obs_dim)).astype(np.float32),
         rewards=np.zeros(b, np.float32), masks=np.ones(b, np.float32),
     )
-    agent = spec.agent_cls.create(0, batch['observations'][:2], batch['actions'][:2], config, act_dim)
+    config.action_dim = act_dim
+    agent = spec.agent_cls.create(0, {k: batch[k][:2] for k in ('observations', 'actions')}, config)
     agent, info = agent.update(batch)
     jax.block_until_ready(info)
     times = []

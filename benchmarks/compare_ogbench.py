@@ -153,8 +153,8 @@ def worker(args):
             config.goal_action, config.logit_bias = 'roll', False
         if args.pixels:  # OGBench crops on the host, outside the timed update: no on-device crops here either
             config.encoder, config.discrete, config.p_aug, config.actor_loss = 'impala_small', True, 0.0, 'awr'
-        action_dim = NUM_PIXEL_ACTIONS if args.pixels else ex_act.shape[-1]
-        agent = spec.agent_cls.create(0, ex_obs, ex_act, config, action_dim)
+        config.action_dim = NUM_PIXEL_ACTIONS if args.pixels else ex_act.shape[-1]
+        agent = spec.agent_cls.create(0, dict(observations=ex_obs, actions=ex_act), config)
         if args.params and os.path.exists(args.params):
             theirs = {}
             for k, v in np.load(args.params).items():

@@ -96,7 +96,7 @@ def main():
                     if name.startswith('ours_jax'):
                         cmd += ['--env_backend', 'jax']
                     if num_envs > 1:  # learning starts and the replay ratio stay per environment step
-                        cmd += [f'--agent.training_steps_per_sample={0.1}']
+                        cmd += [f'--training_steps_per_sample={0.1}']
                     sps, wall = run(cmd, ROOT, ours_env, r'Environment steps per second[^:]*: ([\d.]+)')
                 if r < 0:
                     continue

@@ -44,9 +44,9 @@ def main():
     args = parser.parse_args()
     variants = {
         'no expert': [],
-        'decaying expert': ['--expert', 'cartpole', f'--agent.expert_ratio_start={args.ratio_start}',
-                            f'--agent.expert_ratio_floor={args.ratio_floor}',
-                            f'--agent.expert_decay_fraction={args.decay_fraction}'],
+        'decaying expert': ['--expert', 'cartpole', f'--expert_ratio_start={args.ratio_start}',
+                            f'--expert_ratio_floor={args.ratio_floor}',
+                            f'--expert_decay_fraction={args.decay_fraction}'],
     }
     jobs = [(name, seed) for seed in args.seeds for name in variants]
 

@@ -10,7 +10,7 @@ import time
 import numpy as np
 
 from impls.agents.dqn import DQNAgent, get_config
-from impls.data.replay import ReplayBuffer
+from impls.data.episodes import EpisodeStore
 
 
 def median_time(fn, repeats):
@@ -29,26 +29,27 @@ def main():
     parser.add_argument('--repeats', type=int, default=20)
     args = parser.parse_args()
     obs = np.zeros(4, np.float32)
-    buffer = ReplayBuffer(args.capacity, 1, dict(observations=obs, actions=np.int32(0)), 3, 0.99, True, 0.6)
+    buffer = EpisodeStore(args.capacity, 1, dict(observations=obs, actions=np.int32(0)), 3, 0.99, True, 0.6)
     rng = np.random.default_rng(0)
     # fill through the public add() path, one vector step at a time (num_envs=1)
     for i in range(args.capacity):
         o = rng.standard_normal((1, 4)).astype(np.float32)
         buffer.add(dict(observations=o, actions=np.zeros(1, np.int32), rewards=np.ones(1), next_observations=o,
                         terminated=np.zeros(1, bool), done=np.zeros(1, bool)), valid=np.ones(1, bool))
-    batch = buffer.sample(rng, args.batch, 0.4)
+    batch = buffer.sample_transitions(rng, args.batch, 0.4)
     idx = batch.pop('indices')
-    t_sample = median_time(lambda: buffer.sample(rng, args.batch, 0.4), args.repeats)
+    t_sample = median_time(lambda: buffer.sample_transitions(rng, args.batch, 0.4), args.repeats)
     t_update_prio = median_time(lambda: buffer.update_priorities(idx, rng.random(args.batch)), args.repeats)
     config = get_config()
     config.batch_size = args.batch
-    agent = DQNAgent.create(0, obs[None], 2, config)
-    agent.update(batch)[1]['q/mean'].block_until_ready()
+    config.action_dim = 2
+    agent = DQNAgent.create(0, dict(observations=obs[None]), config)
+    agent.update(batch)[1]['critic/q_mean'].block_until_ready()
     state = {'agent': agent}
 
     def update():
         state['agent'], info = state['agent'].update(batch)
-        info['q/mean'].block_until_ready()
+        info['critic/q_mean'].block_until_ready()
 
     t_update = median_time(update, args.repeats)
     print(f'capacity {args.capacity}, batch {args.batch}: sample {t_sample * 1e3:.1f} ms, priority update '

@@ -45,7 +45,8 @@ def bare_updates_per_second(path, algorithm, updates):
     sampler = GoalSampler(dataset, config)
     indices = BlockShuffleIndices(dataset, 64, 150, 2100, seed=0, frame_stack=4)
     batch = jax.device_put(make_batch(sampler, indices, 0, 0))
-    agent = spec.agent_cls.create(0, batch['observations'][:2], batch['actions'][:2], config, dataset.action_dim())
+    config.action_dim = dataset.action_dim()
+    agent = spec.agent_cls.create(0, {k: batch[k][:2] for k in ('observations', 'actions')}, config)
     for _ in range(2):  # compile and warm up
         agent, info = agent.update(batch)
         jax.block_until_ready(info)

@@ -46,7 +46,8 @@ def bare_update_steps_per_second(algorithm, dataset_path, batch_size, agent_over
     ds = load_dataset(dataset_path)
     sampler = GoalSampler(ds, config)
     batch = jax.device_put(make_batch(sampler, UniformIndices(ds, batch_size), 0, 0))
-    agent = spec.agent_cls.create(0, batch['observations'][:2], batch['actions'][:2], config, ds.action_dim())
+    config.action_dim = ds.action_dim()
+    agent = spec.agent_cls.create(0, {k: batch[k][:2] for k in ('observations', 'actions')}, config)
     agent, info = agent.update(batch)
     jax.block_until_ready(info)
     rates = []

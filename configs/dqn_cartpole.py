@@ -27,7 +27,9 @@ PRESET = dict(
     eval_interval=10_000,
     log_interval=5_000,
     reward_bound=1.0,
-    agent=dict(learning_starts=1_000, buffer_size=50_000, hidden_dims=(256, 256), batch_size=64, lr=5e-4,
-               tau=0.005, hard_update_every=0, training_steps_per_sample=2.0, epsilon_end=0.01,
+    learning_starts=1_000,
+    buffer_size=50_000,
+    training_steps_per_sample=2.0,
+    agent=dict(hidden_dims=(256, 256), batch_size=64, lr=5e-4, tau=0.005, hard_update_every=0, epsilon_end=0.01,
                epsilon_fraction=0.2, n_step=3, discount=0.995, target_clamp=(0.0, 200.0)),
 )

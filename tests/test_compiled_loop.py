@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 import train
-from impls.data.replay import FIELDS, ReplayBuffer, n_step_batch
+from impls.data.episodes import FIELDS, EpisodeStore, n_step_batch
 from impls.utils.checkpoints import Checkpointer
 from tests.conftest import assert_same_checkpoint, rewind_online_run
 
-FAST = ['--agent.learning_starts=500', '--agent.training_steps_per_sample=0.5', '--agent.hidden_dims=64',
-        '--agent.epsilon_fraction=0.3', '--agent.lr=1e-3', '--agent.batch_size=64', '--agent.buffer_size=4000',
+FAST = ['--learning_starts=500', '--training_steps_per_sample=0.5', '--agent.hidden_dims=64',
+        '--agent.epsilon_fraction=0.3', '--agent.lr=1e-3', '--agent.batch_size=64', '--buffer_size=4000',
         '--agent.hard_update_every=25']
 
 
@@ -25,7 +25,7 @@ def compiled(save_dir, *extra):
 
 def test_device_n_step_targets_equal_the_host_replay():
     rng = np.random.default_rng(0)
-    buffer = ReplayBuffer(60, 3, dict(observations=np.zeros(2, np.float32), actions=np.int32(0)), n_step=3,
+    buffer = EpisodeStore(60, 3, dict(observations=np.zeros(2, np.float32), actions=np.int32(0)), n_step=3,
                           discount=0.9)
     for _ in range(25):  # wraps around the 20 rows per env
         done = rng.random(3) < 0.2
@@ -43,18 +43,18 @@ def test_device_n_step_targets_equal_the_host_replay():
 
 def test_compiled_loop_learns_cartpole_and_logs_the_dashboard(tmp_path):
     out = train.main(compiled(tmp_path / 'run', '--train_steps', '6000', '--eval_episodes', '5',
-                              '--agent.training_steps_per_sample=1', '--agent.n_step=3'))
+                              '--training_steps_per_sample=1', '--agent.n_step=3'))
     assert out['eval_return'] > 75  # on gymnasium's own CartPole-v1; random scores ~22 (seeds 0-3 here: 500, 455, 500, 104)
     with open(tmp_path / 'run' / 'train.csv') as f:
         rows = list(csv.DictReader(f))
     assert [int(r['step']) for r in rows] == list(range(500, 6001, 500))
     last = rows[-1]
-    for key in ('training/q/min', 'training/q/max', 'training/q/mean', 'training/target/max', 'training/grad/norm',
-                'training/grad/clipped_fraction', 'training/target/lag', 'charts/replay_ratio', 'charts/reward_slope',
+    for key in ('training/critic/q_min', 'training/critic/q_max', 'training/critic/q_mean', 'training/critic/target_max', 'training/grad/norm',
+                'training/grad/clipped_fraction', 'training/critic/target_lag', 'charts/replay_ratio', 'charts/reward_slope',
                 'charts/epsilon', 'charts/agent_return', 'time/steps_per_second', 'health/value_divergence'):
         assert key in last, key
     assert float(last['charts/replay_ratio']) == pytest.approx(64.0)  # 1 update of 64 per environment step
-    assert float(last['training/q/min']) <= float(last['training/q/mean']) <= float(last['training/q/max'])
+    assert float(last['training/critic/q_min']) <= float(last['training/critic/q_mean']) <= float(last['training/critic/q_max'])
     assert float(last['charts/buffer_size']) == 4000
     assert float(rows[0]['charts/epsilon']) > float(last['charts/epsilon']) == pytest.approx(0.05)
 
@@ -73,7 +73,7 @@ def test_compiled_loop_is_deterministic_and_resumes_exactly(tmp_path):
     (['--agent.prioritized=True'], '--agent.prioritized'),
     (['--expert', 'cartpole'], '--expert'),
     (['--env_name', 'Acrobot-v1'], "no jax version of environment 'Acrobot-v1'"),
-    (['--agent.buffer_size=6', '--agent.batch_size=2', '--agent.n_step=3'], 'too few steps per env'),
+    (['--buffer_size=6', '--agent.batch_size=2', '--agent.n_step=3'], 'too few steps per env'),
 ])
 def test_compiled_loop_refuses_what_it_cannot_run(capsys, tmp_path, extra, message):
     with pytest.raises(SystemExit):
@@ -83,7 +83,7 @@ def test_compiled_loop_refuses_what_it_cannot_run(capsys, tmp_path, extra, messa
 
 def test_compiled_loop_nan_stops_the_run_with_the_step_and_keeps_the_checkpoint(capsys, tmp_path):
     argv = compiled(tmp_path / 'r', '--train_steps', '3000', '--ckpt_every', '250', '--agent.lr=1e30',
-                    '--agent.max_grad_norm=0', '--agent.learning_starts=600')
+                    '--agent.max_grad_norm=0', '--learning_starts=600')
     with pytest.raises(SystemExit):
         train.main(argv)
     err = capsys.readouterr().err

@@ -1,5 +1,5 @@
-"""The episode store on hand-built streams: transitions identical to the replay buffer, sequences and hindsight
-pairs checked row by row.
+"""The episode store on hand-built streams: transitions (their n-step targets and prioritized replay are also
+tested in test_replay_dqn.py), sequences and hindsight pairs checked row by row.
 
 Two envs; an observation is [counter, episode, step in episode], where the counter counts env e's real steps
 from 1000 e, the episode is 100 e + k, and next_observations is [counter + 1, episode, step + 1]. Env 0 plays
@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from impls.data.episodes import EpisodeStore
-from impls.data.replay import ReplayBuffer
 
 EXAMPLE = dict(observations=np.zeros(3, np.float32), actions=np.int32(0))
 
@@ -50,25 +49,6 @@ HELD = {  # online: env 0 holds reset, c3-5, reset, c6-8; env 1: c3 (episode 0's
     # without reset steps: c3..c10 for each env; the newest episodes are still running
     False: dict(env0=[[3, 4, 5], [6, 7, 8], [9, 10]], env1=[[1003], [1004, 1005, 1006, 1007], [1008, 1009, 1010]]),
 }
-
-
-@pytest.mark.parametrize('prioritized', [False, True])
-@pytest.mark.parametrize('n_step', [1, 3])
-def test_transitions_are_the_replay_buffers_bit_for_bit(n_step, prioritized):
-    args = (16, 2, EXAMPLE, n_step, 0.9, prioritized, 0.6)
-    store, buffer = fill(EpisodeStore(*args), 11, True), fill(ReplayBuffer(*args), 11, True)
-    rng_store, rng_buffer = np.random.default_rng(3), np.random.default_rng(3)
-    for beta in (0.4, 1.0):
-        a, b = store.sample_transitions(rng_store, 64, beta=beta), buffer.sample(rng_buffer, 64, beta)
-        assert set(a) == set(b) == {'observations', 'actions', 'returns', 'bootstrap_discounts', 'next_observations',
-                                    'weights', 'indices'}
-        for key in a:
-            assert a[key].dtype == b[key].dtype and np.array_equal(a[key], b[key]), key
-        td = np.linspace(-2, 3, 64)
-        store.update_priorities(a['indices'], td)
-        buffer.update_priorities(b['indices'], td)
-    assert rng_store.bit_generator.state == rng_buffer.bit_generator.state
-    assert len(store) == len(buffer) == 16
 
 
 def test_uniform_transitions_draw_one_integer_per_sample():

@@ -39,9 +39,36 @@ def test_unsupported_datasets_are_refused_with_the_reason():
 class GoalSeeker:
     """Moves straight towards the goal: solves the open parts of pointmaze, unlike a random policy."""
 
-    def sample_actions(self, observations, goals, seed=None, temperature=0.0):
+    def initial_carry(self, batch_size):
+        return ()
+
+    def act(self, carry, observations, goals, key=None, mode='eval'):
         d = goals[:, :2] - observations[:, :2]
-        return np.clip(d / (np.linalg.norm(d, axis=1, keepdims=True) + 1e-6), -1, 1)
+        return np.clip(d / (np.linalg.norm(d, axis=1, keepdims=True) + 1e-6), -1, 1), carry
+
+
+def test_evaluation_repeats_exactly():
+    """Same seed, same episodes: OGBench's resets draw start and goal noise from numpy's global generator, which
+    evaluate seeds per episode (and gives back to the caller as it found it)."""
+    class Recorder(GoalSeeker):
+        def __init__(self):
+            self.seen = []
+
+        def act(self, carry, observations, goals, key=None, mode='eval'):
+            self.seen.append(np.concatenate([observations, goals], axis=-1))
+            return super().act(carry, observations, goals, key, mode)
+
+    first, again, results = Recorder(), Recorder(), []
+    for agent, global_seed in ((first, 1), (again, 2)):  # whatever state numpy's global generator is in
+        np.random.seed(global_seed)
+        before = np.random.get_state()[1].copy()
+        results.append(evaluate(agent, 'pointmaze-medium-navigate-v0', 2, seed=3, task_ids=[1, 2]))
+        results[-1].pop('seconds')
+        np.testing.assert_array_equal(np.random.get_state()[1], before)
+    assert results[0] == results[1] and 0 < results[0]['episode_length'] < 1000
+    assert len(first.seen) == len(again.seen)
+    for x, y in zip(first.seen, again.seen):
+        np.testing.assert_array_equal(x, y)
 
 
 def test_batched_evaluation_scores_policies_per_task():

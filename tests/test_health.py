@@ -39,10 +39,10 @@ def test_objective_mismatch_needs_both_slopes_significant():
     rng = np.random.default_rng(0)
     stream = []
     for i, s in enumerate(steps(10)):
-        stream.append((s, {'training/critic/critic_loss': 1.0 - 0.08 * i + 0.005 * rng.normal()}))
+        stream.append((s, {'training/critic/loss': 1.0 - 0.08 * i + 0.005 * rng.normal()}))
         stream.append((s, {'evaluation/overall_success': 0.8 - 0.07 * i + 0.01 * rng.normal()}))
     assert run(stream)[1].get('objective_mismatch') is not None
-    improving = [(s, {'training/critic/critic_loss': 1.0 - 0.08 * i, 'evaluation/overall_success': 0.1 + 0.05 * i})
+    improving = [(s, {'training/critic/loss': 1.0 - 0.08 * i, 'evaluation/overall_success': 0.1 + 0.05 * i})
                  for i, s in enumerate(steps(10))]
     assert 'objective_mismatch' not in run(improving)[1]
 
@@ -113,7 +113,7 @@ def test_healthy_stream_raises_no_alarm_at_all():
     stream = []
     for i, s in enumerate(steps(30)):
         stream.append((s, {'training/critic/q_max': -5 + 0.1 * rng.normal(), 'training/actor/q_mean': -20 + rng.normal(),
-                           'training/critic/critic_loss': 0.5 - 0.005 * i, 'training/grad/norm': 3 + 0.3 * rng.normal(),
+                           'training/critic/loss': 0.5 - 0.005 * i, 'training/grad/norm': 3 + 0.3 * rng.normal(),
                            'training/actor/bc_loss': 0.5, 'training/actor/q_loss': 1.0, 'training/epoch': i // 10,
                            'health/probe/action_sensitivity': 0.5}))
         if i % 5 == 4:
@@ -161,8 +161,8 @@ def test_report_on_demand_with_gaps_and_nans(tmp_path, capsys):
 def test_values_rising_towards_their_bound_are_not_divergence():
     # A DQN learning CartPole: |Q| rises from 3 to 90 (the bound is 100) -- healthy.
     q = np.linspace(3, 90, 30)
-    stream = [(s, {'training/q/max': v}) for s, v in zip(steps(30), q)]
+    stream = [(s, {'training/critic/q_max': v}) for s, v in zip(steps(30), q)]
     assert 'value_divergence' not in run(stream, {'value_bound': 100.0})[1]
     # Without a known bound, the same 10x growth within the window is flagged.
-    fast = [(s, {'training/q/max': v}) for s, v in zip(steps(10), np.geomspace(3, 90, 10))]
+    fast = [(s, {'training/critic/q_max': v}) for s, v in zip(steps(10), np.geomspace(3, 90, 10))]
     assert 'value_divergence' in run(fast)[1]

@@ -11,8 +11,8 @@ from tests.conftest import assert_same_checkpoint, rewind_online_run
 
 CORRIDOR = 'tests.fixtures.custom_envs:Corridor'
 PIXELS = 'tests.fixtures.custom_envs:PixelCorridor'
-FAST = ['--agent.learning_starts=200', '--agent.training_steps_per_sample=0.5', '--agent.hidden_dims=32',
-        '--agent.epsilon_fraction=0.3', '--agent.lr=1e-3', '--agent.batch_size=32', '--agent.buffer_size=2000',
+FAST = ['--learning_starts=200', '--training_steps_per_sample=0.5', '--agent.hidden_dims=32',
+        '--agent.epsilon_fraction=0.3', '--agent.lr=1e-3', '--agent.batch_size=32', '--buffer_size=2000',
         '--agent.hard_update_every=20']
 
 
@@ -27,9 +27,9 @@ def test_dqn_learns_a_corridor_and_logs_the_dashboard(tmp_path):
     assert out['eval_return'] == 1.0  # walks right every time
     with open(tmp_path / 'run' / 'train.csv') as f:
         row = list(csv.DictReader(f))[-1]
-    for key in ('training/q/min', 'training/q/max', 'training/q/mean', 'training/target/min', 'training/target/max',
+    for key in ('training/critic/q_min', 'training/critic/q_max', 'training/critic/q_mean', 'training/critic/target_min', 'training/critic/target_max',
                 'training/grad/norm', 'training/grad/norm_clipped', 'training/grad/clipped_fraction',
-                'training/target/lag', 'charts/replay_ratio', 'charts/reward_slope', 'charts/expert_ratio',
+                'training/critic/target_lag', 'charts/replay_ratio', 'charts/reward_slope', 'charts/expert_ratio',
                 'time/steps_per_second', 'health/value_divergence'):
         assert key in row, key
     assert float(row['charts/replay_ratio']) == pytest.approx(0.5 * 32, rel=0.05)
@@ -48,8 +48,8 @@ def test_resume_continues_exactly(tmp_path):
 def test_expert_curriculum_logs_agent_and_expert_returns(tmp_path):
     train.main(['--algorithm', 'dqn', '--env_name', 'CartPole-v1', '--expert', 'cartpole', '--train_steps', '2000',
                 '--save_dir', str(tmp_path / 'run'), '--wandb_mode', 'disabled', '--no_progress', '--log_interval', '1000',
-                '--eval_episodes', '0', '--agent.expert_ratio_start=0.9', '--agent.expert_ratio_floor=0.1',
-                '--agent.learning_starts=500', '--agent.hidden_dims=16'])
+                '--eval_episodes', '0', '--expert_ratio_start=0.9', '--expert_ratio_floor=0.1',
+                '--learning_starts=500', '--agent.hidden_dims=16'])
     with open(tmp_path / 'run' / 'train.csv') as f:
         rows = list(csv.DictReader(f))
     assert float(rows[-1]['charts/expert_return']) == 500.0  # the built-in controller balances
@@ -59,7 +59,7 @@ def test_expert_curriculum_logs_agent_and_expert_returns(tmp_path):
 def test_trained_checkpoint_drives_as_expert(tmp_path):
     train.main(online(tmp_path / 'teacher', '--train_steps', '3000'))
     out = train.main(online(tmp_path / 'student', '--train_steps', '600', '--expert', str(tmp_path / 'teacher'),
-                            '--agent.expert_ratio_start=1.0', '--agent.expert_ratio_floor=1.0', '--eval_episodes', '0'))
+                            '--expert_ratio_start=1.0', '--expert_ratio_floor=1.0', '--eval_episodes', '0'))
     assert out['last10_return'] is None  # every episode was the expert's
     with open(tmp_path / 'student' / 'train.csv') as f:
         rows = list(csv.DictReader(f))
@@ -107,7 +107,7 @@ def test_bad_environments(capsys, tmp_path, argv_change, message):
 
 def test_expert_with_invalid_actions(capsys, tmp_path):
     argv = online(tmp_path / 'r', '--train_steps', '100', '--expert', 'tests.fixtures.custom_envs:bad_expert',
-                  '--agent.expert_ratio_start=1.0')
+                  '--expert_ratio_start=1.0')
     assert 'expected 2 integer actions in [0, 2)' in _error(capsys, argv)
 
 
@@ -118,7 +118,28 @@ def test_batch_larger_than_the_buffer(capsys, tmp_path):
 
 def test_nan_stops_the_run_with_the_step_and_keeps_the_checkpoint(capsys, tmp_path):
     argv = online(tmp_path / 'r', '--train_steps', '3000', '--ckpt_every', '250', '--agent.lr=1e30',
-                  '--agent.max_grad_norm=0', '--agent.learning_starts=600')
+                  '--agent.max_grad_norm=0', '--learning_starts=600')
     err = _error(capsys, argv)
     assert 'non-finite training/' in err and 'at environment step 1000' in err and 'last good checkpoint' in err
     assert Checkpointer(tmp_path / 'r' / 'checkpoints').latest_step() == 750
+
+
+@pytest.mark.parametrize('replay_kind', ['sequences', 'pairs'])
+def test_the_online_loop_runs_an_agent_that_is_not_dqn(tmp_path, monkeypatch, replay_kind):
+    """Continuous actions, a carried state, sequence or pair replay: the loop reads only the agent contract."""
+    import impls.agents
+    from tests.fixtures import toy_agent
+
+    monkeypatch.setitem(impls.agents.AGENTS, 'toy', impls.agents.AgentSpec('toy', toy_agent.ToyAgent,
+                                                                           toy_agent.get_config, 'online'))
+    out = train.main(['--algorithm', 'toy', '--env_entry_point', 'tests.fixtures.custom_envs:Continuous',
+                      '--train_steps', '300', '--learning_starts', '50', '--training_steps_per_sample', '0.5',
+                      '--buffer_size', '200', '--num_envs', '2', '--log_interval', '100', '--eval_episodes', '2',
+                      f'--agent.replay_kind={replay_kind}', '--save_dir', str(tmp_path / 'toy'), '--wandb_mode',
+                      'disabled', '--no_progress'])
+    with open(tmp_path / 'toy' / 'train.csv') as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3 and all(float(r['training/critic/loss']) >= 0 for r in rows)
+    value = float(rows[-1]['training/batch/first_or_horizon'])
+    assert (0 < value < 1) if replay_kind == 'sequences' else value >= 1  # episode starts inside windows; horizons
+    assert out['eval_return'] is not None and int(out['agent'].weights.shape[1]) == 1

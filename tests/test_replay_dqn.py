@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 
 from impls.agents import get_agent
-from impls.data.replay import ReplayBuffer, SumTree
+from impls.data.episodes import EpisodeStore, SumTree
 
 
 def filled_buffer(n_step=3, rewards=(1, 2, 3, 4, 5, 6), terminated_at=None, done_at=None, **kw):
-    buf = ReplayBuffer(100, 1, dict(observations=np.zeros(1, np.float32), actions=np.int32(0)), n_step, 0.5, **kw)
+    buf = EpisodeStore(100, 1, dict(observations=np.zeros(1, np.float32), actions=np.int32(0)), n_step, 0.5, **kw)
     for t, r in enumerate(rewards):
         buf.add(dict(observations=np.array([[t]], np.float32), actions=np.array([t % 2]), rewards=np.array([r]),
                      next_observations=np.array([[t + 1]], np.float32), terminated=np.array([t == terminated_at]),
@@ -35,13 +35,13 @@ def test_n_step_stops_at_termination_and_at_truncation():
 
 
 def test_reset_steps_are_never_sampled_and_newest_rows_wait_for_their_future():
-    buf = ReplayBuffer(100, 2, dict(observations=np.zeros(1, np.float32), actions=np.int32(0)), 2, 0.9)
+    buf = EpisodeStore(100, 2, dict(observations=np.zeros(1, np.float32), actions=np.int32(0)), 2, 0.9)
     for t in range(6):
         valid = np.array([True, t != 3])  # env 1's step 3 is a reset step
         buf.add(dict(observations=np.full((2, 1), t, np.float32), actions=np.zeros(2, np.int32), rewards=np.ones(2),
                      next_observations=np.full((2, 1), t + 1, np.float32), terminated=np.zeros(2, bool),
                      done=np.array([False, t == 2])), valid=valid)
-    batch = buf.sample(np.random.default_rng(0), 2000)
+    batch = buf.sample_transitions(np.random.default_rng(0), 2000)
     rows, envs = batch['indices'] // 2, batch['indices'] % 2
     assert not np.any((rows == 3) & (envs == 1))
     assert not np.any(rows == 5)  # the newest row has no 2-step future yet
@@ -60,7 +60,7 @@ def test_sum_tree_sampling_is_proportional():
 def test_prioritized_replay_weights_and_updates():
     buf = filled_buffer(n_step=1, rewards=[1] * 8, prioritized=True, alpha=1.0)
     buf.update_priorities(np.arange(8), np.array([1, 1, 1, 1, 1, 1, 1, 9.0]))
-    batch = buf.sample(np.random.default_rng(0), 4000, beta=1.0)
+    batch = buf.sample_transitions(np.random.default_rng(0), 4000, beta=1.0)
     share = np.mean(batch['indices'] == 7)
     assert abs(share - 9 / 16) < 0.01 and batch['weights'].max() == 1.0  # priorities 7 x 1 and 9
     # Importance weights undo the sampling bias: w ~ 1 / p.
@@ -72,8 +72,8 @@ def test_prioritized_replay_weights_and_updates():
 def _dqn(**overrides):
     spec = get_agent('dqn')
     config = spec.get_config()
-    config.update(dict(hidden_dims=(8,), **overrides))
-    return spec.agent_cls.create(0, np.zeros((1, 3), np.float32), 2, config)
+    config.update(dict(hidden_dims=(8,), action_dim=2, **overrides))
+    return spec.agent_cls.create(0, dict(observations=np.zeros((1, 3), np.float32)), config)
 
 
 def _batch(rng, b=16):
@@ -93,7 +93,7 @@ def test_dqn_target_by_hand(double):
     target = batch['returns'] + 0.9 * q_next_target[np.arange(16), chooser.argmax(1)]
     q = np.asarray(agent.q_values(batch['observations']))[np.arange(16), batch['actions']]
     np.testing.assert_allclose(td, q - target, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(info['losses/td_loss'], np.mean(0.5 * (q - target) ** 2), rtol=1e-5)
+    np.testing.assert_allclose(info['critic/loss'], np.mean(0.5 * (q - target) ** 2), rtol=1e-5)
 
 
 def test_target_clamp_and_huber():
@@ -101,7 +101,7 @@ def test_target_clamp_and_huber():
     batch = _batch(np.random.default_rng(1))
     batch['returns'] *= 100
     _, (info, td) = agent.loss(agent.params, batch)
-    assert info['target/max'] == pytest.approx(0.1) and info['target/min'] == pytest.approx(-0.1)
+    assert info['critic/target_max'] == pytest.approx(0.1) and info['critic/target_min'] == pytest.approx(-0.1)
 
 
 def test_soft_and_hard_target_updates_and_gradient_accumulation():
@@ -136,9 +136,15 @@ def test_epsilon_greedy():
     agent = _dqn()
     obs = np.random.default_rng(4).normal(size=(2000, 3)).astype(np.float32)
     greedy = np.asarray(agent.q_values(obs)).argmax(1)
-    np.testing.assert_array_equal(agent.sample_actions(obs, jax.random.PRNGKey(0), 0.0), greedy)
-    random = np.asarray(agent.sample_actions(obs, jax.random.PRNGKey(0), 1.0))
+    np.testing.assert_array_equal(agent.act((), obs, None, jax.random.PRNGKey(0), 'eval')[0], greedy)
+    # epsilon 1 (start of the schedule): random actions; epsilon_end after the decay; greedy in 'eval' mode.
+    random = np.asarray(agent.act((), obs, None, jax.random.PRNGKey(0), 'explore', progress=(0, 100))[0])
     assert 0.4 < np.mean(random == greedy) < 0.6
+    late = np.asarray(agent.act((), obs, None, jax.random.PRNGKey(0), 'explore', progress=(100, 100))[0])
+    assert np.mean(late != greedy) == pytest.approx(agent.config['epsilon_end'] / 2, abs=0.02)
+    host = agent.explore_on_host(lambda o: np.asarray(agent.q_values(o)).argmax(1), obs, np.random.default_rng(0),
+                                 (0, 100))
+    assert 0.4 < np.mean(host == greedy) < 0.6 and host.dtype == np.int32
 
 
 def test_fast_agent_matches_the_agent_and_packs_its_metrics():
@@ -152,8 +158,8 @@ def test_fast_agent_matches_the_agent_and_packs_its_metrics():
         vector, td = fast.update(batch)
     for x, y in zip(jax.tree.leaves(agent), jax.tree.leaves(fast.agent)):
         np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
-    assert 'td_errors' not in fast.metric_names and 'q/mean' in fast.metric_names
-    np.testing.assert_allclose(vector[fast.metric_names.index('q/mean')], info['q/mean'], rtol=1e-5)
+    assert 'td_errors' not in fast.metric_names and 'critic/q_mean' in fast.metric_names
+    np.testing.assert_allclose(vector[fast.metric_names.index('critic/q_mean')], info['critic/q_mean'], rtol=1e-5)
     np.testing.assert_allclose(td, info['td_errors'], rtol=1e-5, atol=1e-6)
     obs = batches[0]['observations']
-    np.testing.assert_array_equal(fast.act(obs), np.asarray(agent.q_values(obs)).argmax(-1))
+    np.testing.assert_array_equal(fast.greedy(obs), np.asarray(agent.q_values(obs)).argmax(-1))

@@ -31,7 +31,7 @@ def test_vmapped_seeds_match_separate_runs(npz_dataset, tmp_path):
             np.testing.assert_array_equal(x, y)
     with open(tmp_path / 'both' / 'train.csv') as f:
         row = list(csv.DictReader(f))[-1]
-    key = 'training/critic/contrastive_loss'
+    key = 'training/critic/loss'
     per_seed = [float(row[f'{key}/seed3']), float(row[f'{key}/seed4'])]
     assert float(row[key]) == pytest.approx(np.mean(per_seed), rel=1e-5)
     assert per_seed[0] != per_seed[1]  # each seed its own parameters and data order
@@ -55,7 +55,10 @@ def test_seed_memory_estimate_counts_the_update_workspace():
     rng = np.random.default_rng(0)
     batch = {k: rng.normal(size=(8, 2)).astype(np.float32) for k in ('observations', 'actions', 'value_goals',
                                                                        'actor_goals', 'next_observations')}
-    agent = spec.agent_cls.create(0, batch['observations'], batch['actions'], tiny_config(spec), 2)
+    config = tiny_config(spec)
+    with config.unlocked():
+        config.action_dim = 2
+    agent = spec.agent_cls.create(0, batch, config)
     est = seeds_lib.seed_memory_estimate(agent, batch, updates_per_dispatch=4)
     assert est['state'] == sum(x.nbytes for x in leaves(agent))
     assert est['workspace'] > 0 and est['batches'] == 2 * 4 * sum(x.nbytes for x in batch.values())

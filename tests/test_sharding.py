@@ -83,7 +83,7 @@ def test_two_processes_equal_one(npz_dataset, tmp_path):
     multi, single = read_csv(tmp_path / 'multi' / 'train.csv'), read_csv(tmp_path / 'single' / 'train.csv')
     assert [r['step'] for r in multi] == [r['step'] for r in single] == ['10', '20']
     for m, s in zip(multi, single):
-        for key in ('training/critic/contrastive_loss', 'training/actor/actor_loss'):
+        for key in ('training/critic/loss', 'training/actor/loss'):
             np.testing.assert_allclose(float(m[key]), float(s[key]), rtol=1e-5)
     (a, _, step_a), (b, _, step_b) = load_agent(str(tmp_path / 'multi')), load_agent(str(tmp_path / 'single'))
     assert step_a == step_b == 20

@@ -37,7 +37,7 @@ def test_short_run_logs_and_checkpoints(npz_dataset, tmp_path, algorithm):
     rows = read_csv(run / 'train.csv')
     assert [r['step'] for r in rows] == ['10', '20', '30']
     for key in ('training/actor/q_mean', 'training/actor/bc_loss', 'training/actor/q_loss', 'training/actor/mse',
-                'validation/actor/actor_loss', 'training/epoch', 'time/steps_per_second', 'training/grad/norm'):
+                'validation/actor/loss', 'training/epoch', 'time/steps_per_second', 'training/grad/norm'):
         assert key in rows[0], key
     assert Checkpointer(run / 'checkpoints').latest_step() == 30
     config = json.loads((run / 'config.json').read_text())
@@ -203,7 +203,7 @@ def test_pixels_discrete_frame_stack_through_the_block_shuffle_loader(tmp_path, 
     out = train.main(argv)
     rows = read_csv(tmp_path / 'run' / 'train.csv')
     assert [r['training/epoch'] for r in rows] == ['0', '1']
-    assert 'training/actor/accuracy' in rows[0] and np.isfinite(float(rows[-1]['training/actor/actor_loss']))
+    assert 'training/actor/accuracy' in rows[0] and np.isfinite(float(rows[-1]['training/actor/loss']))
     assert out['agent'].network.params['modules_actor']['ImpalaEncoder_0'] is not None
 
 

@@ -77,7 +77,7 @@ def test_resume_of_a_directory_without_a_run(capsys, tmp_path):
                                         ('--agent.use_soft_target=true', '--agent.tau'),
                                         ('--agent.gradient_accumulation_steps=4', '--agent.grad_accum'),
                                         ('--agent.target_clamp_value=50', '--agent.target_clamp'),
-                                        ('--agent.expert_ratio_min=0.1', '--agent.expert_ratio_floor'),
+                                        ('--agent.expert_ratio_min=0.1', '--expert_ratio_floor'),
                                         ('--agent.hard_target_refresh_every_steps=25000', '--agent.hard_update_every')])
 def test_other_libraries_knob_names_point_to_ours(capsys, tmp_path, flag, ours):
     err = _error(capsys, ['--algorithm', 'dqn', '--env_name', 'CartPole-v1', '--save_dir', str(tmp_path / 'r'), flag,
@@ -95,7 +95,7 @@ def test_scalar_target_clamp_is_refused_before_training(capsys, tmp_path):
 def test_dqn_checkpoint_given_to_the_diagnostic(capsys, tmp_path):
     run = tmp_path / 'dqn'
     train.main(['--algorithm', 'dqn', '--env_name', 'CartPole-v1', '--save_dir', str(run), '--train_steps', '300',
-                '--agent.learning_starts=100', '--eval_episodes', '0', '--log_interval', '100', '--wandb_mode',
+                '--learning_starts=100', '--eval_episodes', '0', '--log_interval', '100', '--wandb_mode',
                 'disabled', '--no_progress'])
     rows = (run / 'episodes.csv').read_text().splitlines()
     assert rows[0].split(',')[1:3] == ['charts/episodic_return', 'charts/episodic_length'] and len(rows) > 3
@@ -144,6 +144,6 @@ def test_val_fraction_holds_out_episodes_of_a_single_file(capsys, npz_dataset, t
     train.main(args_for(str(tmp_path / 'single.npz'), run, '--train_steps', '10', '--val_fraction', '0.2'))
     assert 'held out of training' in capsys.readouterr().out
     with open(run / 'train.csv') as f:
-        assert 'validation/actor/actor_loss' in next(csv.DictReader(f))
+        assert 'validation/actor/loss' in next(csv.DictReader(f))
     err = _error(capsys, args_for(npz_dataset, tmp_path / 'r2', '--val_fraction', '0.2'))  # a -val file exists
     assert 'pass one of the two' in err

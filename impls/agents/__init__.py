@@ -1,4 +1,8 @@
-"""The agent registry: algorithm name -> (agent class, get_config). train.py dispatches only here."""
+"""The agent registry: algorithm name -> (agent class, get_config, kind). train.py dispatches only here.
+
+Every agent keeps one contract (docs/ARCHITECTURE.md): `create(seed, example_batch, config)`, a jitted
+`update(batch) -> (agent, info)`, `initial_carry(batch_size)` and `act(carry, observations, goals, key, mode)
+-> (actions, carry)`. The run engine (impls/runs) picks its loop by `kind`, never by name."""
 
 from __future__ import annotations
 

@@ -95,12 +95,6 @@ class CMDAgent(GCAgent):
         """Q = min over the ensemble of -d(s, a, g), (B,)."""
         return (-self.distance(observations, goals, actions, goal_actions, params)).min(axis=0)
 
-    def actor_q_fn(self, batch):
-        """Q for the actor's DDPG term; in 'roll' mode the goal side sees the data's rolled actions, as in
-        training (not the actor's actions)."""
-        goal_actions = jnp.roll(batch['actions'], shift=1, axis=0)
-        return lambda obs, goals, actions: self.critic_values(obs, goals, actions, goal_actions=goal_actions)
-
     def contrastive_loss(self, batch, grad_params):
         phi, psi = self.representations(batch['observations'], batch['value_goals'], batch['actions'], params=grad_params)
         k = self.config['mrn_components']
@@ -123,13 +117,29 @@ class CMDAgent(GCAgent):
     def total_loss(self, batch, grad_params, rng=None):
         rng = rng if rng is not None else self.rng
         c_loss, c_info = self.contrastive_loss(batch, grad_params)
-        a_loss, a_info = actor_loss(self, batch, grad_params, rng)
+        a_loss, a_info = self.actor_loss(batch, grad_params, rng)
         info = {f'critic/{k}': v for k, v in c_info.items()}
         info.update({f'actor/{k}': v for k, v in a_info.items()})
         return c_loss + a_loss, info
 
+    def actor_loss(self, batch, grad_params, rng):
+        """DDPG+BC against Q = -d (impls.utils.losses.actor_loss). In 'roll' mode the goal side sees the data's
+        rolled actions, as in training (not the actor's actions)."""
+        obs, goals = batch['observations'], batch['actor_goals']
+        goal_actions = jnp.roll(batch['actions'], shift=1, axis=0)
+        dist = self.network.select('actor')(obs, goals, params=grad_params)
+        c = self.config
+        q_fn = lambda a: self.critic_values(obs, goals, a, goal_actions=goal_actions)  # noqa: E731
+        return actor_loss(dist, batch['actions'], q_fn,
+                          kind=c['actor_loss'], alpha=c['alpha'], discrete=c['discrete'], const_std=c['const_std'],
+                          rng=rng)
+
     @classmethod
-    def create(cls, seed, ex_observations, ex_actions, config, action_dim):
+    def create(cls, seed, example_batch, config):
+        """example_batch: observations (B, ...) and actions (B, A) float or (B,) int; config['action_dim'] = A or
+        the number of discrete actions."""
+        ex_observations, ex_actions = example_batch['observations'], example_batch['actions']
+        action_dim = config['action_dim']
         if config['goal_action'] not in GOAL_ACTION_MODES:
             raise ValueError(f'--agent.goal_action={config["goal_action"]!r}; use one of {GOAL_ACTION_MODES}.')
         if config['actor_loss'] != 'ddpgbc':
@@ -171,6 +181,8 @@ def get_config():
         dict(
             agent_name='cmd',  # Agent name.
             lr=3e-4,  # Adam learning rate.
+            warmup_steps=0,  # Optimiser steps of linear learning-rate warmup (0: none).
+            max_grad_norm=0.0,  # Global-norm gradient clipping (0: off).
             batch_size=1024,  # Batch size.
             actor_hidden_dims=(512, 512, 512),  # Actor MLP hidden sizes.
             value_hidden_dims=(512, 512, 512),  # phi and psi MLP hidden sizes.
@@ -184,6 +196,8 @@ def get_config():
             alpha=0.1,  # BC weight.
             const_std=True,  # Constant actor std (1); the DDPG term then uses the mean action.
             discrete=False,  # Discrete actions; set from the dataset's action dtype.
+            action_dim=ml_collections.config_dict.placeholder(int),  # A, or the number of discrete actions; from the data.
+            eval_temperature=0.0,  # Actor temperature in evaluation (0: the mode; --eval_temperature).
             frame_stack=ml_collections.config_dict.placeholder(int),  # Frames to stack (None: no stacking).
             encoder=ml_collections.config_dict.placeholder(str),  # Image encoder (None, 'impala_small', ...).
             p_aug=0.0,  # Probability of random-crop augmentation of an image batch.

@@ -33,13 +33,6 @@ class CRLAgent(GCAgent):
         q, _, _ = self.network.select('critic')(observations, goals, actions, params=params)
         return q.min(axis=0)
 
-    def actor_q_fn(self, batch):
-        return self.critic_values
-
-    def value_values(self, observations, goals):
-        v, _, _ = self.network.select('value')(observations, goals)
-        return v
-
     @jax.jit
     def total_loss(self, batch, grad_params, rng=None):
         rng = rng if rng is not None else self.rng
@@ -50,14 +43,27 @@ class CRLAgent(GCAgent):
             value_loss, value_info = self.contrastive_loss(batch, grad_params, 'value')
             info.update({f'value/{k}': v for k, v in value_info.items()})
             loss = loss + value_loss
-        a_loss, a_info = actor_loss(self, batch, grad_params, rng)
+        a_loss, a_info = self.actor_loss(batch, grad_params, rng)
         info.update({f'actor/{k}': v for k, v in a_info.items()})
         return loss + a_loss, info
 
+    def actor_loss(self, batch, grad_params, rng):
+        """DDPG+BC or AWR against the critic (impls.utils.losses.actor_loss)."""
+        obs, goals = batch['observations'], batch['actor_goals']
+        dist = self.network.select('actor')(obs, goals, params=grad_params)
+        v = None
+        if self.config['actor_loss'] == 'awr':
+            v, _, _ = self.network.select('value')(obs, goals)
+        c = self.config
+        return actor_loss(dist, batch['actions'], lambda a: self.critic_values(obs, goals, a), kind=c['actor_loss'],
+                          alpha=c['alpha'], discrete=c['discrete'], const_std=c['const_std'], rng=rng, v=v)
+
     @classmethod
-    def create(cls, seed, ex_observations, ex_actions, config, action_dim):
-        """ex_observations (B, ...) and ex_actions (B, A) float or (B,) int; action_dim = A or the
-        number of discrete actions."""
+    def create(cls, seed, example_batch, config):
+        """example_batch: observations (B, ...) and actions (B, A) float or (B,) int; config['action_dim'] = A or
+        the number of discrete actions."""
+        ex_observations, ex_actions = example_batch['observations'], example_batch['actions']
+        action_dim = config['action_dim']
         num_discrete = action_dim if config['discrete'] else None
         critic = GCBilinearValue(
             hidden_dims=config['value_hidden_dims'],
@@ -93,6 +99,8 @@ def get_config():
         dict(
             agent_name='crl',  # Agent name.
             lr=3e-4,  # Adam learning rate.
+            warmup_steps=0,  # Optimiser steps of linear learning-rate warmup (0: none).
+            max_grad_norm=0.0,  # Global-norm gradient clipping (0: off).
             batch_size=1024,  # Batch size.
             actor_hidden_dims=(512, 512, 512),  # Actor MLP hidden sizes.
             value_hidden_dims=(512, 512, 512),  # phi and psi MLP hidden sizes.
@@ -103,6 +111,8 @@ def get_config():
             alpha=0.1,  # BC weight in DDPG+BC, or inverse temperature in AWR.
             const_std=True,  # Constant actor std (1); the DDPG term then uses the mean action.
             discrete=False,  # Discrete actions; set from the dataset's action dtype.
+            action_dim=ml_collections.config_dict.placeholder(int),  # A, or the number of discrete actions; from the data.
+            eval_temperature=0.0,  # Actor temperature in evaluation (0: the mode; --eval_temperature).
             frame_stack=ml_collections.config_dict.placeholder(int),  # Frames to stack (None: no stacking).
             encoder=ml_collections.config_dict.placeholder(str),  # Image encoder (None, 'impala_small', ...).
             p_aug=0.0,  # Probability of random-crop augmentation of an image batch.

@@ -20,10 +20,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 from impls.utils.flax_utils import nonpytree_field, polyak
 from impls.utils.networks import MLP, default_init
+from impls.utils.optim import lr_schedule, make_optimizer
+from impls.utils.schedules import linear
 
 
 class NatureCNN(nn.Module):
@@ -55,26 +58,6 @@ class QNetwork(nn.Module):
         value = nn.Dense(1, kernel_init=default_init())(h)
         advantage = nn.Dense(self.num_actions, kernel_init=default_init())(h)
         return value + advantage - advantage.mean(axis=-1, keepdims=True)
-
-
-def lr_schedule(config):
-    """The learning rate as a function of the optimiser step (constant, or linear to lr_end)."""
-    if config['lr_end'] is None:
-        return optax.constant_schedule(config['lr'])
-    if not config['lr_decay_steps']:
-        raise ValueError('lr_end needs lr_decay_steps (the online loop sets it from --train_steps)')
-    return optax.linear_schedule(config['lr'], config['lr_end'], int(config['lr_decay_steps']))
-
-
-def make_optimizer(config):
-    chain = []
-    if config['max_grad_norm']:
-        chain.append(optax.clip_by_global_norm(config['max_grad_norm']))
-    chain.append(optax.adam(lr_schedule(config), eps=config['adam_eps']))
-    tx = optax.chain(*chain)
-    if config['grad_accum'] > 1:
-        tx = optax.MultiSteps(tx, every_k_schedule=config['grad_accum'])
-    return tx
 
 
 class DQNAgent(flax.struct.PyTreeNode):
@@ -112,15 +95,15 @@ class DQNAgent(flax.struct.PyTreeNode):
             per_sample = 0.5 * td**2
         loss = jnp.mean(batch['weights'] * per_sample)
         info = {
-            'losses/td_loss': loss,
-            'q/mean': q.mean(),
-            'q/min': q.min(),
-            'q/max': q.max(),
-            'q/all_max': q_all.max(),
-            'target/mean': target.mean(),
-            'target/min': target.min(),
-            'target/max': target.max(),
-            'td/abs_mean': jnp.abs(td).mean(),
+            'critic/loss': loss,
+            'critic/q_mean': q.mean(),
+            'critic/q_min': q.min(),
+            'critic/q_max': q.max(),
+            'critic/q_all_max': q_all.max(),
+            'critic/target_mean': target.mean(),
+            'critic/target_min': target.min(),
+            'critic/target_max': target.max(),
+            'critic/td_abs_mean': jnp.abs(td).mean(),
         }
         return loss, (info, td)
 
@@ -147,7 +130,7 @@ class DQNAgent(flax.struct.PyTreeNode):
             'grad/norm': norm,
             'grad/norm_clipped': jnp.minimum(norm, max_norm) if max_norm else norm,
             'grad/clipped_fraction': (norm > max_norm).astype(jnp.float32) if max_norm else jnp.zeros(()),
-            'target/lag': lag,
+            'critic/target_lag': lag,
             'optim/lr': lr_schedule(self.config)(self.step),
             'td_errors': td,
         })
@@ -155,20 +138,78 @@ class DQNAgent(flax.struct.PyTreeNode):
         return agent, info
 
     def greedy_actions(self, observations):
-        """argmax_a Q(s, a) as (B,) int32; not jitted itself: the online loop jits it over the agent's arrays."""
+        """argmax_a Q(s, a) as (B,) int32."""
         return jnp.argmax(self.q_values(observations), axis=-1).astype(jnp.int32)
 
-    @jax.jit
-    def sample_actions(self, observations, seed, epsilon=0.0):
-        """Epsilon-greedy actions (B,) int32."""
+    def epsilon(self, progress, xp=np):
+        """The exploration rate after `progress` = (environment steps done, total): linear from epsilon_start to
+        epsilon_end over the first epsilon_fraction of the run."""
+        step, total = progress
+        c = self.config
+        return linear(c['epsilon_start'], c['epsilon_end'], c['epsilon_fraction'], step, total, xp)
+
+    def initial_carry(self, batch_size: int):
+        """DQN carries nothing between steps."""
+        return ()
+
+    def act(self, carry, observations, goals, key, mode='eval', progress=(0, 1)):
+        """Actions (B,) int32 and the carry: greedy ('eval'), or epsilon-greedy ('explore') at the rate of
+        `progress` = (environment steps done, total), the total a Python number. goals: unused (None). Pure;
+        the loops jit it (with the total fixed).
+
+        The exploration coin and the random action come from split(key, 4)[1] and [2]: the compiled loop keeps
+        [0] as its next key and [3] for environment resets (the layout of the runs recorded in RESULTS.md)."""
         greedy = self.greedy_actions(observations)
-        explore_rng, action_rng = jax.random.split(seed)
-        random_actions = jax.random.randint(action_rng, greedy.shape, 0, self.network.num_actions, jnp.int32)
-        explore = jax.random.uniform(explore_rng, greedy.shape) < epsilon
-        return jnp.where(explore, random_actions, greedy)
+        if mode == 'eval':
+            return greedy, carry
+        _, explore_key, action_key, _ = jax.random.split(key, 4)
+        explore = jax.random.uniform(explore_key, greedy.shape) < self.epsilon(progress, jnp)
+        random_actions = jax.random.randint(action_key, greedy.shape, 0, self.network.num_actions, jnp.int32)
+        return jnp.where(explore, random_actions, greedy), carry
+
+    def explore_on_host(self, greedy_fn, observations, rng: np.random.Generator, progress):
+        """Epsilon-greedy for the Python-stepped loop, drawn from the host generator `rng`: the network
+        (greedy_fn(observations) -> (B,) int32) is called only when some environment exploits."""
+        n, num_actions = len(observations), self.network.num_actions
+        explore = rng.random(n) < self.epsilon(progress)
+        if explore.all():  # no network call on the steps where every env explores
+            return rng.integers(0, num_actions, n, dtype=np.int32)
+        actions = greedy_fn(observations)
+        if explore.any():
+            actions[explore] = rng.integers(0, num_actions, int(explore.sum()), dtype=np.int32)
+        return actions
+
+    def exploration_info(self, progress) -> dict:
+        """What the loop logs under charts/ about exploration."""
+        return {'epsilon': self.epsilon(progress)}
+
+    @staticmethod
+    def replay(config) -> dict:
+        """The replay this agent trains from (impls.data.episodes.EpisodeStore): n-step transitions, uniform or
+        proportional prioritized (priorities from info['td_errors'])."""
+        c = config
+        return dict(kind='transitions', n_step=c['n_step'], discount=c['discount'], prioritized=c['prioritized'],
+                    alpha=c['per_alpha'], beta_start=c['per_beta_start'])
+
+    action_kinds = ('discrete',)  # the action spaces DQN can act in
+
+    @staticmethod
+    def check_config(config):
+        """Refuses settings that cannot work, before anything is built."""
+        clamp = config.get('target_clamp')
+        if clamp is not None and (len(clamp) != 2 or not clamp[0] < clamp[1]):
+            raise ValueError(f'--agent.target_clamp={clamp!r}: expected a range LOW,HIGH with LOW < HIGH (e.g. '
+                             f'--agent.target_clamp=-50,50, or 0,200 for CartPole at gamma 0.995); unset it for no '
+                             f'clamp.')
 
     @classmethod
-    def create(cls, seed, ex_observations, num_actions, config):
+    def create(cls, seed, example_batch, config):
+        """example_batch: observations (B, ...); config['action_dim']: the number of actions."""
+        ex_observations, num_actions = example_batch['observations'], config['action_dim']
+        if ex_observations.ndim == 4 and config['torso'] == 'mlp':
+            raise ValueError(
+                f'the environment gives image observations {ex_observations.shape[1:]} {ex_observations.dtype}; an '
+                f'MLP torso on raw frames will not learn. Use --agent.torso=nature_cnn (or --preset dqn_atari).')
         rng, init_rng = jax.random.split(jax.random.PRNGKey(seed))
         network = QNetwork(num_actions, tuple(config['hidden_dims']), config['torso'], config['dueling'])
         params = network.init(init_rng, ex_observations)['params']
@@ -186,10 +227,11 @@ def get_config():
             agent_name='dqn',  # Agent name.
             lr=2.5e-4,  # Adam learning rate (CleanRL's CartPole setting).
             lr_end=ml_collections.config_dict.placeholder(float),  # Linear decay of lr to this value (None: constant).
-            lr_decay_steps=0,  # Optimiser steps of that decay (0: the online loop sets it to the whole run).
+            lr_decay_steps=0,  # Optimiser steps of that decay (0: the whole run, from --train_steps).
             adam_eps=1e-8,  # Adam epsilon.
             batch_size=128,  # Minibatch size.
             discount=0.99,  # Discount gamma.
+            action_dim=ml_collections.config_dict.placeholder(int),  # Number of actions; from the environment.
             hidden_dims=(120, 84),  # MLP torso (ReLU).
             torso='mlp',  # 'mlp' (vector observations) or 'nature_cnn' (uint8 frames).
             double=True,  # Double DQN targets.
@@ -205,14 +247,8 @@ def get_config():
             prioritized=False,  # Proportional prioritized replay.
             per_alpha=0.6,  # PER priority exponent.
             per_beta_start=0.4,  # PER importance exponent, annealed linearly to 1 over training.
-            buffer_size=10_000,  # Replay capacity (transitions).
-            learning_starts=10_000,  # Environment steps before the first update.
-            training_steps_per_sample=0.1,  # Gradient updates per environment step (replay ratio).
             epsilon_start=1.0,  # Exploration at the start.
             epsilon_end=0.05,  # Exploration at the end of the schedule.
             epsilon_fraction=0.5,  # Fraction of training over which epsilon decays linearly.
-            expert_ratio_start=0.0,  # Probability an episode is driven by the expert, at the start.
-            expert_ratio_floor=0.0,  # ... and its floor after the decay.
-            expert_decay_fraction=0.5,  # Fraction of training over which the expert ratio decays linearly.
         )
     )

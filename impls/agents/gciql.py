@@ -23,7 +23,7 @@ class GCIQLAgent(GCAgent):
         q = self.network.select('target_critic')(batch['observations'], batch['value_goals'], batch['actions']).min(0)
         v = self.network.select('value')(batch['observations'], batch['value_goals'], params=grad_params)
         loss = expectile_loss(q - v, self.config['expectile']).mean()
-        return loss, {'value_loss': loss, 'v_mean': v.mean(), 'v_max': v.max(), 'v_min': v.min()}
+        return loss, {'loss': loss, 'v_mean': v.mean(), 'v_max': v.max(), 'v_min': v.min()}
 
     def critic_loss(self, batch, grad_params):
         next_v = self.network.select('value')(batch['next_observations'], batch['value_goals'])
@@ -31,7 +31,7 @@ class GCIQLAgent(GCAgent):
         q = self.network.select('critic')(batch['observations'], batch['value_goals'], batch['actions'], params=grad_params)
         loss = ((q - target[None]) ** 2).sum(axis=0).mean()
         return loss, {
-            'critic_loss': loss,
+            'loss': loss,
             'q_mean': q.mean(),
             'q_max': q.max(),
             'q_min': q.min(),
@@ -44,22 +44,25 @@ class GCIQLAgent(GCAgent):
         """min over the ensemble of Q(s, a, g), (B,)."""
         return self.network.select('critic')(observations, goals, actions, params=params).min(axis=0)
 
-    def actor_q_fn(self, batch):
-        return self.critic_values
-
-    def value_values(self, observations, goals):
-        return self.network.select('value')(observations, goals)
-
     @jax.jit
     def total_loss(self, batch, grad_params, rng=None):
         rng = rng if rng is not None else self.rng
         info = {}
         v_loss, v_info = self.value_loss(batch, grad_params)
         c_loss, c_info = self.critic_loss(batch, grad_params)
-        a_loss, a_info = actor_loss(self, batch, grad_params, rng)
+        a_loss, a_info = self.actor_loss(batch, grad_params, rng)
         for prefix, part in (('value', v_info), ('critic', c_info), ('actor', a_info)):
             info.update({f'{prefix}/{k}': v for k, v in part.items()})
         return v_loss + c_loss + a_loss, info
+
+    def actor_loss(self, batch, grad_params, rng):
+        """DDPG+BC or AWR against the critic (impls.utils.losses.actor_loss)."""
+        obs, goals = batch['observations'], batch['actor_goals']
+        dist = self.network.select('actor')(obs, goals, params=grad_params)
+        v = self.network.select('value')(obs, goals) if self.config['actor_loss'] == 'awr' else None
+        c = self.config
+        return actor_loss(dist, batch['actions'], lambda a: self.critic_values(obs, goals, a), kind=c['actor_loss'],
+                          alpha=c['alpha'], discrete=c['discrete'], const_std=c['const_std'], rng=rng, v=v)
 
     def after_step(self, network):
         """Polyak-average the target critic towards the critic after every step."""
@@ -70,7 +73,11 @@ class GCIQLAgent(GCAgent):
         return network.replace(params=params)
 
     @classmethod
-    def create(cls, seed, ex_observations, ex_actions, config, action_dim):
+    def create(cls, seed, example_batch, config):
+        """example_batch: observations (B, ...) and actions (B, A) float or (B,) int; config['action_dim'] = A or
+        the number of discrete actions."""
+        ex_observations, ex_actions = example_batch['observations'], example_batch['actions']
+        action_dim = config['action_dim']
         num_discrete = action_dim if config['discrete'] else None
 
         def critic():
@@ -108,6 +115,8 @@ def get_config():
         dict(
             agent_name='gciql',  # Agent name.
             lr=3e-4,  # Adam learning rate.
+            warmup_steps=0,  # Optimiser steps of linear learning-rate warmup (0: none).
+            max_grad_norm=0.0,  # Global-norm gradient clipping (0: off).
             batch_size=1024,  # Batch size.
             actor_hidden_dims=(512, 512, 512),  # Actor MLP hidden sizes.
             value_hidden_dims=(512, 512, 512),  # Value and critic MLP hidden sizes.
@@ -119,6 +128,8 @@ def get_config():
             alpha=0.3,  # BC weight in DDPG+BC, or inverse temperature in AWR.
             const_std=True,  # Constant actor std (1); the DDPG term then uses the mean action.
             discrete=False,  # Discrete actions; set from the dataset's action dtype.
+            action_dim=ml_collections.config_dict.placeholder(int),  # A, or the number of discrete actions; from the data.
+            eval_temperature=0.0,  # Actor temperature in evaluation (0: the mode; --eval_temperature).
             frame_stack=ml_collections.config_dict.placeholder(int),  # Frames to stack (None: no stacking).
             encoder=ml_collections.config_dict.placeholder(str),  # Image encoder (None, 'impala_small', ...).
             p_aug=0.0,  # Probability of random-crop augmentation of an image batch.

@@ -76,8 +76,7 @@ class ValueDivergence(Detector):
         self.active = set()
 
     keys = ('training/critic/q_max', 'training/critic/q_min', 'training/actor/q_mean', 'training/value/v_min',
-            'training/critic/target_max', 'training/q/max', 'training/q/min', 'training/target/max',
-            'training/target/min')
+            'training/critic/target_max', 'training/critic/target_min')
 
     def observe(self, step, metrics, context):
         scales = [abs(float(metrics[k])) for k in self.keys if k in metrics and np.isfinite(metrics[k])]
@@ -122,8 +121,7 @@ class ObjectiveMismatch(Detector):
 
     window: int = 5
     t_threshold: float = 2.0
-    loss_keys: tuple = ('training/critic/critic_loss', 'training/critic/contrastive_loss', 'training/losses/td_loss',
-                        'training/loss')
+    loss_keys: tuple = ('training/critic/loss',)
     eval_keys: tuple = ('evaluation/overall_success', 'evaluation/episode_return')
     name = 'objective_mismatch'
     keys = loss_keys + eval_keys
@@ -198,7 +196,7 @@ class GoalIgnoring(Detector):
         return value, (
             f'goal ignoring at step {step}: swapping the goal moves the policy\'s action by only '
             f'{sensitivity:.3f} of its variation across states (threshold {self.min_sensitivity}){detail}. The agent '
-            'imitates the data instead of reaching goals ("always drives forward"). Likely causes: BC weight alpha too '
+            'imitates the data instead of reaching goals (it takes the same action whatever the goal). Likely causes: BC weight alpha too '
             'large for this data (alpha near 1 lets imitation drown the Q term), data whose actions do not depend on the '
             'goal. Knobs: lower --agent.alpha (try 0.1-0.3), more goal-reaching data, check with '
             'test_goal_conditioning.py.'
@@ -216,7 +214,7 @@ class CriticAtChance(Detector):
     warmup: int = 1000
     patience: int = 2
     name = 'critic_at_chance'
-    keys = ('training/critic/categorical_accuracy', 'training/critic/contrastive_loss', 'training/critic/logits_pos',
+    keys = ('training/critic/categorical_accuracy', 'training/critic/loss', 'training/critic/logits_pos',
             'training/critic/logits_neg')
 
     def reset_state(self):

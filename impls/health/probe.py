@@ -41,7 +41,7 @@ class Thresholds:
 
 def _policy_outputs(agent, observations, goals):
     """Continuous: mean actions (B, A). Discrete: probabilities (B, A)."""
-    dist = agent.network.select('actor')(observations, goals)
+    dist = agent.policy(observations, goals)
     return dist.probs if agent.config['discrete'] else dist.mode()
 
 

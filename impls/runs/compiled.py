@@ -3,7 +3,7 @@ between two log rows runs as one jitted `fori_loop` over vector steps -- epsilon
 environment step with its time limit and reset, the replay write, and `training_steps_per_sample`
 updates on n-step batches sampled from a replay buffer held on the device -- with no Python per step.
 
-The same agent update, the same n-step targets (impls.data.replay.n_step_batch), the same schedules,
+The same agent update, the same n-step targets (impls.data.episodes.n_step_batch), the same schedules,
 logging, health monitor, evaluation (on gymnasium's own environment of that name) and checkpoints as the
 gymnasium loop (`OnlineRun`). What it does not do: prioritized replay (its sum-tree lives on the host),
 the expert curriculum (experts are host callables) and custom entry points; each is refused with the fix.
@@ -18,40 +18,36 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from impls.data.replay import FIELDS, n_step_batch
+from impls.data.episodes import FIELDS, n_step_batch
 from impls.envs.gym import env_factory
 from impls.envs.jax_envs import JaxEnvError, auto_reset_step, make_jax_env
-from impls.runs.online import OnlineRun, agent_config, linear
-from impls.runs.session import TrainingError, trend_slope
+from impls.runs.online import OnlineRun, agent_config
+from impls.runs.session import TrainingError, example_spec, trend_slope
 from impls.runs.updates import metric_vector_update, reduction
 
 
-def _schedule(start, end, fraction, step, total):
-    """online_loop.linear (the host's schedule, kept free of jax dispatches) on traced values."""
-    horizon = max(1.0, fraction * total)
-    return end + (start - end) * jnp.maximum(0.0, 1.0 - step / horizon)
-
-
-def _check_supported(args, config):
+def _check_supported(args, replay):
     refused = []
     if args.env_entry_point:
         refused.append('--env_entry_point (a Python environment): drop --env_backend jax')
     if args.expert:
         refused.append('--expert (the expert curriculum calls a host policy every step): drop --env_backend jax')
-    if config.prioritized:
+    if replay['kind'] != 'transitions':
+        refused.append(f'{replay["kind"]} replay (the device replay serves n-step transitions): drop --env_backend jax')
+    elif replay['prioritized']:
         refused.append('--agent.prioritized (its sum-tree lives on the host): drop it or --env_backend jax')
     if refused:
         raise TrainingError('--env_backend jax does not support ' + '; '.join(refused) + '.')
-    if config.buffer_size // args.num_envs <= config.n_step:
-        raise TrainingError(f'replay buffer {config.buffer_size} over {args.num_envs} envs holds too few steps per env '
-                            f'for {config.n_step}-step returns; raise --agent.buffer_size.')
+    if args.buffer_size // args.num_envs <= replay['n_step']:
+        raise TrainingError(f'replay buffer {args.buffer_size} over {args.num_envs} envs holds too few steps per env '
+                            f'for {replay["n_step"]}-step returns; raise --buffer_size.')
 
 
-def init_state(env, agent_leaves, config, num_envs, seed, ring):
+def init_state(env, agent_leaves, buffer_size, num_envs, seed, ring):
     """The whole loop state as one pytree (everything but the agent is plain arrays)."""
     key, reset_key = jax.random.split(jax.random.PRNGKey(seed + 1_000_003))
     env_state, obs = jax.vmap(env.reset)(jax.random.split(reset_key, num_envs))
-    per_env = config.buffer_size // num_envs
+    per_env = buffer_size // num_envs
     shape = (per_env, num_envs)
     replay = dict(
         observations=jnp.zeros(shape + env.observation_shape, jnp.float32),
@@ -68,7 +64,7 @@ def init_state(env, agent_leaves, config, num_envs, seed, ring):
 
 
 def sample_batch(state, key, c, num_envs):
-    """A uniform n-step batch from the device replay (`c`: the agent config as a dict)."""
+    """A uniform n-step batch from the device replay (`c`: buffer_size, batch_size, n_step, discount)."""
     per_env = c['buffer_size'] // num_envs
     eligible = state['rows'] - (c['n_step'] - 1)  # the newest n - 1 rows lack their n-step future
     flat = jax.random.randint(key, (c['batch_size'],), 0, eligible * num_envs)
@@ -79,12 +75,10 @@ def sample_batch(state, key, c, num_envs):
 
 
 def make_run_steps(env, treedef, update_fn, num_metrics, c, num_envs, total):
-    """jit(fn(state, vector_steps) -> (state, interval stats)): that many vector steps of the loop."""
+    """jit(fn(state, vector_steps) -> (state, interval stats)): that many vector steps of the loop (`c`: the
+    replay's sizes and the loop settings learning_starts and training_steps_per_sample)."""
     per_env = c['buffer_size'] // num_envs
     ratio = c['training_steps_per_sample'] * num_envs
-
-    def greedy(leaves, obs):
-        return jax.tree.unflatten(treedef, leaves).greedy_actions(obs)
 
     def update(i, carry):
         state, stats = carry
@@ -96,11 +90,10 @@ def make_run_steps(env, treedef, update_fn, num_metrics, c, num_envs, total):
 
     def vector_step(i, carry):
         state, stats = carry
-        key, explore_key, action_key, reset_key = jax.random.split(state['key'], 4)
-        epsilon = _schedule(c['epsilon_start'], c['epsilon_end'], c['epsilon_fraction'], state['step'], total)
-        explore = jax.random.uniform(explore_key, (num_envs,)) < epsilon
-        random_actions = jax.random.randint(action_key, (num_envs,), 0, env.num_actions, jnp.int32)
-        actions = jnp.where(explore, random_actions, greedy(state['agent'], state['obs']))
+        # The agent draws its exploration from split(state key, 4)[1:3]; [0] is the loop's next key, [3] resets.
+        key, _, _, reset_key = jax.random.split(state['key'], 4)
+        agent = jax.tree.unflatten(treedef, state['agent'])
+        actions, _ = agent.act((), state['obs'], None, state['key'], 'explore', progress=(state['step'], total))
         env_state, elapsed, obs, final_obs, reward, terminated, truncated = jax.vmap(
             lambda s, t, a, k: auto_reset_step(env, s, t, a, k))(
             state['env_state'], state['elapsed'], actions, jax.random.split(reset_key, num_envs))
@@ -145,26 +138,33 @@ def _ordered_returns(state):
 
 def run_compiled(args, spec):
     config = agent_config(args, spec)
-    _check_supported(args, config)
+    replay = spec.agent_cls.replay(config)
+    _check_supported(args, replay)
     try:
         env = make_jax_env(args.env_name)
     except JaxEnvError as e:
         raise TrainingError(str(e)) from e
     num_envs = args.num_envs
-    example_obs = np.zeros(env.observation_shape, np.float32)
-    agent = spec.agent_cls.create(args.seed, example_obs[None], env.num_actions, config)
-    run = OnlineRun(args, config, dict(num_actions=env.num_actions, observation_shape=list(env.observation_shape),
-                                       observation_dtype='float32'))
+    example = dict(observations=np.zeros((1, *env.observation_shape), np.float32), actions=np.zeros((1,), np.int32))
+    with config.unlocked():
+        config.action_dim = env.num_actions
+    try:
+        agent = spec.agent_cls.create(args.seed, example, config)
+    except ValueError as e:
+        raise TrainingError(str(e)) from e
+    run = OnlineRun(args, config, dict(example_batch=example_spec(example)))
     total = run.total
     leaves, treedef = jax.tree.flatten(agent)
-    state = init_state(env, leaves, config, num_envs, args.seed, ring=max(100, args.slope_window))
+    state = init_state(env, leaves, args.buffer_size, num_envs, args.seed, ring=max(100, args.slope_window))
     if args.resume:
         agent, _, loop = run.session.restore(agent)
         state = dict(jax.tree.map(jnp.asarray, loop['state']), agent=jax.tree.leaves(agent))
         print(f'Resumed {run.run_dir} at environment step {int(state["step"])}.')
     step = int(state['step'])
     run.session.start(step)
-    c = config.to_dict()
+    c = dict(buffer_size=args.buffer_size, batch_size=int(config.batch_size), n_step=replay['n_step'],
+             discount=replay['discount'], learning_starts=args.learning_starts,
+             training_steps_per_sample=args.training_steps_per_sample)
     example_batch = jax.eval_shape(lambda s: sample_batch(s, s['key'], c, num_envs), state)
     update_fn, names = metric_vector_update(treedef, leaves, example_batch)
     run_steps = make_run_steps(env, treedef, update_fn, len(names), c, num_envs, total)
@@ -189,7 +189,7 @@ def run_compiled(args, spec):
                 reduced = {k: (stats[reduction(k)][i] if reduction(k) != 'mean' else stats['sum'][i] / n)
                            for i, k in enumerate(names)} if n else {}
                 run.log_training(step, reduced, {
-                    'charts/epsilon': linear(c['epsilon_start'], c['epsilon_end'], c['epsilon_fraction'], step, total),
+                    **{f'charts/{k}': v for k, v in agent.exploration_info((step, total)).items()},
                     'charts/expert_ratio': 0.0,
                     'charts/agent_return': float(np.mean(returns[-100:])) if returns else float('nan'),
                     'charts/reward_slope': trend_slope(returns[-args.slope_window:]),

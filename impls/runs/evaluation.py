@@ -23,11 +23,14 @@ class RandomPolicy:
         self.action_dim, self.discrete = action_dim, discrete
         self.rng = np.random.default_rng(seed)
 
-    def sample_actions(self, observations, goals, seed=None, temperature=1.0):
+    def initial_carry(self, batch_size):
+        return ()
+
+    def act(self, carry, observations, goals, key=None, mode='eval'):
         n = len(observations)
         if self.discrete:
-            return self.rng.integers(0, self.action_dim, size=n)
-        return self.rng.uniform(-1.0, 1.0, size=(n, self.action_dim)).astype(np.float32)
+            return self.rng.integers(0, self.action_dim, size=n), carry
+        return self.rng.uniform(-1.0, 1.0, size=(n, self.action_dim)).astype(np.float32), carry
 
 
 def _stack(frames, frame_stack):
@@ -51,7 +54,6 @@ def evaluate(
     env_name: str,
     episodes_per_task: int,
     seed: int = 0,
-    temperature: float = 0.0,
     frame_stack: int | None = None,
     task_ids=None,
     progress: bool = False,
@@ -62,9 +64,19 @@ def evaluate(
     'episode_length', 'seconds'} (success rates in [0, 1]).
 
     Up to max_envs episodes run side by side (one batched policy call per step), in waves; episode k is
-    seeded from (seed, k), so results do not depend on max_envs.
+    seeded from (seed, k) (the env's seed and numpy's global generator, which OGBench's resets draw from), so
+    results repeat exactly and do not depend on max_envs.
     shuffle_goals: give each episode the goal of the next task instead of its own (success is still
     judged on its own task): a policy that ignores its goal scores the same either way."""
+    saved = np.random.get_state()  # the per-episode seeding below must not change the caller's global stream
+    try:
+        return _run_episodes(agent, env_name, episodes_per_task, seed, frame_stack, task_ids, progress, shuffle_goals,
+                             max_envs)
+    finally:
+        np.random.set_state(saved)
+
+
+def _run_episodes(agent, env_name, episodes_per_task, seed, frame_stack, task_ids, progress, shuffle_goals, max_envs):
     probe = _pooled_envs(env_name, 1)[0]
     num_tasks = len(probe.unwrapped.task_infos) if hasattr(probe.unwrapped, 'task_infos') else 5
     task_ids = list(task_ids or range(1, num_tasks + 1))
@@ -84,11 +96,15 @@ def evaluate(
         obs_frames, goals = [], []
         for env, k in zip(envs, wave):
             task_id = jobs[k][0]
+            # OGBench's envs draw start and goal noise from numpy's global generator, whatever reset's seed:
+            # seed it per episode too, or the same seed gives other episodes in every process.
+            np.random.seed((seed * 100_003 + k) % 2**32)
             ob, info = env.reset(seed=seed * 100_003 + k, options=dict(task_id=task_id, render_goal=False))
             ob = np.asarray(ob, dtype=np.float32 if np.asarray(ob).dtype != np.uint8 else np.uint8)
             obs_frames.append([ob] * (frame_stack or 1))
             if shuffle_goals:  # the goal of the next task, from a throwaway reset of a pooled env
                 other = task_ids[(task_ids.index(task_id) + 1) % len(task_ids)]
+                np.random.seed((seed * 100_003 + k) % 2**32)
                 _, other_info = _pooled_envs(env_name, len(wave) + 1)[-1].reset(
                     seed=seed * 100_003 + k, options=dict(task_id=other, render_goal=False))
                 info = other_info
@@ -98,10 +114,12 @@ def evaluate(
         if goals.shape[1:] != obs_frames[0][-1].shape[:-1] + (obs_frames[0][-1].shape[-1] * (frame_stack or 1),):
             raise ValueError(f'{env_name}: goals have shape {goals.shape[1:]} but observations {obs_frames[0][-1].shape}.')
         active = np.ones(len(wave), dtype=bool)
+        carry = agent.initial_carry(len(wave))
         while active.any():
             obs = np.stack([_stack(f, frame_stack) for f in obs_frames])
             key, sub = jax.random.split(key)
-            actions = np.asarray(agent.sample_actions(obs, goals, seed=sub, temperature=temperature))
+            actions, carry = agent.act(carry, obs, goals, sub, 'eval')
+            actions = np.asarray(actions)
             for i in np.flatnonzero(active):
                 ob, _, terminated, truncated, info = envs[i].step(actions[i])
                 length[wave[i]] += 1

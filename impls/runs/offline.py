@@ -30,9 +30,8 @@ from impls.utils.sharding import (ShardingError, check_divisible, data_mesh, hos
 
 DEFAULT_TRAIN_STEPS = 20_000
 # What the end-of-run summary prints, when the agent logs it.
-SUMMARY_KEYS = ('training/critic/contrastive_loss', 'training/critic/categorical_accuracy', 'training/critic/critic_loss',
-                'training/value/value_loss', 'training/actor/actor_loss', 'training/actor/q_loss_raw',
-                'training/actor/bc_loss', 'validation/critic/contrastive_loss', 'validation/critic/critic_loss')
+SUMMARY_KEYS = ('training/critic/loss', 'training/critic/categorical_accuracy', 'training/value/loss',
+                'training/actor/loss', 'training/actor/q_loss_raw', 'training/actor/bc_loss', 'validation/critic/loss')
 
 
 def resolve_dataset(args, env_name) -> tuple[Dataset, Dataset | None]:
@@ -87,6 +86,8 @@ def build_config(args, spec, dataset: Dataset):
         overrides['batch_size'] = args.batch_size
     if args.frame_stack is not None:
         overrides['frame_stack'] = args.frame_stack
+    if args.eval_temperature is not None:
+        overrides['eval_temperature'] = args.eval_temperature
     apply_overrides(config, overrides)
     if 'discrete' in overrides and bool(config.discrete) != dataset.discrete:
         kind = 'integer (discrete)' if dataset.discrete else 'float (continuous)'
@@ -94,8 +95,9 @@ def build_config(args, spec, dataset: Dataset):
             f'--agent.discrete={config.discrete} but {dataset.path} has {kind} actions of dtype '
             f'{dataset["actions"].dtype}; drop --agent.discrete (it is set from the data) or convert the actions.'
         )
-    with config.unlocked():
+    with config.unlocked():  # set from the data
         config.discrete = dataset.discrete
+        config.action_dim = dataset.action_dim()
     encoder = config.get('encoder')
     if dataset.pixels and encoder is None and 'encoder' not in overrides:
         with config.unlocked():
@@ -205,24 +207,22 @@ def run_offline(args, spec):
     sampler = GoalSampler(train, config)
     val_sampler = GoalSampler(val, config) if val is not None else None
     example = make_batch(sampler, UniformIndices(train, 2), args.seed, 0)
-    action_dim = train.action_dim()
-    agent = spec.agent_cls.create(args.seed, example['observations'], example['actions'], config, action_dim)
+    action_dim = int(config.action_dim)
+    agent = spec.agent_cls.create(args.seed, example, config)
     if num_seeds > 1:
         try:
             check_seed_memory(agent, make_batch(sampler, index_source, args.seed, 0), num_seeds,
                               args.updates_per_dispatch)
         except SeedMemoryError as e:
             raise TrainingError(str(e)) from e
-        agent = stack_agents([agent] + [spec.agent_cls.create(s, example['observations'], example['actions'], config,
-                                                              action_dim) for s in seeds[1:]])
+        agent = stack_agents([agent] + [spec.agent_cls.create(s, example, config) for s in seeds[1:]])
     agent = replicate(agent, mesh)
 
     run_name = env_name or dataset_stem(train.path)
     record = dict(
         algorithm=args.algorithm, agent=json_safe(config), seed=args.seed, example_batch=example_spec(example),
-        env_name=env_name, dataset_path=train.path, action_dim=action_dim,
-        observation_shape=list(train.observation_shape), input_shape=list(example['observations'].shape[1:]),
-        input_dtype=str(example['observations'].dtype), num_seeds=num_seeds,
+        env_name=env_name, dataset_path=train.path, observation_shape=list(train.observation_shape),
+        num_seeds=num_seeds,
     )
     session = RunSession(args, run_name, record, monitor, total, primary)
     run_dir, ckpt_dir = session.run_dir, session.ckpt_dir
@@ -296,23 +296,22 @@ def run_offline(args, spec):
                     val_batch = make_batch(val_sampler, UniformIndices(val, batch_size), args.seed + 1, step)
                     local = host_local(agent)
                     if num_seeds == 1:
-                        _, val_info = local.total_loss(val_batch, local.network.params)
+                        val_info = local.loss_info(val_batch)
                     else:
-                        _, val_info = jax.vmap(lambda a: a.total_loss(val_batch, a.network.params))(local)
+                        val_info = jax.vmap(lambda a: a.loss_info(val_batch))(local)
                     metrics.update(seed_metrics('validation', jax.device_get(val_info)))
                 metrics['training/epoch'] = index_source.epoch_of(step - 1)
                 metrics['time/steps_per_second'] = timer_steps / elapsed
                 metrics['time/train_seconds'] = train_seconds
                 metrics = session.log('train', step, metrics)
                 last_train = dict(step=step, metrics=metrics)
-                bar.set_postfix(loss=f"{np.mean(info.get('critic/critic_loss', info.get('critic/contrastive_loss', 0))):.3g}")
+                bar.set_postfix(loss=f"{np.mean(info.get('critic/loss', 0)):.3g}")
                 timer_start, timer_steps = time.perf_counter(), 0
             if eval_episodes > 0 and due(step, eval_interval, total):
                 from impls.runs.evaluation import evaluate
 
                 t0 = time.perf_counter()
-                results = [evaluate(seed_agent(agent, i), env_name,
-                                    eval_episodes, seed=s * 1000 + step, temperature=args.eval_temperature,
+                results = [evaluate(seed_agent(agent, i), env_name, eval_episodes, seed=s * 1000 + step,
                                     frame_stack=config.frame_stack) for i, s in enumerate(seeds)]
                 result = {k: float(np.mean([r[k] for r in results])) for k in results[0]}
                 if num_seeds > 1:

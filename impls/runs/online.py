@@ -24,32 +24,32 @@ import gymnasium
 import jax
 import numpy as np
 
-from impls.data.replay import ReplayBuffer
+from impls.agents import get_agent
+from impls.data.episodes import EpisodeStore
 from impls.envs.experts import check_expert_actions
 from impls.envs.experts import load_expert as load_builtin_expert
 from impls.envs.gym import EnvError, env_factory, make_vec_env
 from impls.health import health_context
-from impls.runs.session import RunSession, TrainingError, make_monitor, trend_slope
+from impls.runs.session import RunSession, TrainingError, example_spec, make_monitor, next_multiple, trend_slope
 from impls.runs.updates import FastAgent, reduction
 from impls.utils.checkpoints import json_safe
 from impls.utils.config import apply_overrides
+from impls.utils.schedules import linear
 
 
-def linear(start, end, fraction, step, total):
-    horizon = max(1.0, fraction * total)
-    return end + (start - end) * max(0.0, 1.0 - step / horizon)
-
-
-def evaluate_online(agent, factory, episodes: int, seed: int, epsilon: float = 0.0):
-    """Mean return of `episodes` episodes with epsilon-greedy actions (vectorised over episodes)."""
+def evaluate_online(agent, factory, episodes: int, seed: int):
+    """Mean return of `episodes` episodes acting in the agent's 'eval' mode (vectorised over episodes)."""
     env = make_vec_env(factory, episodes, seed)
     obs, _ = env.reset(seed=seed)
     returns = np.zeros(episodes)
     finished = np.zeros(episodes, bool)
     key = jax.random.PRNGKey(seed)
+    carry = agent.initial_carry(episodes)
+    act = jax.jit(lambda carry, obs, key: agent.act(carry, obs, None, key, 'eval'))
     while not finished.all():
         key, sub = jax.random.split(key)
-        obs, reward, term, trunc, _ = env.step(np.asarray(agent.sample_actions(obs, sub, epsilon)))
+        actions, carry = act(carry, obs, sub)
+        obs, reward, term, trunc, _ = env.step(np.asarray(actions))
         returns += np.where(finished, 0.0, reward)
         finished |= term | trunc
     env.close()
@@ -64,13 +64,13 @@ class CheckpointExpert:
         from impls.runs.restore import load_agent
 
         agent, record, self.step = load_agent(path)
-        if not hasattr(agent, 'greedy_actions') or 'num_actions' not in record:
+        if get_agent(record['algorithm']).kind != 'online' or 'discrete' not in type(agent).action_kinds:
             raise EnvError(f'--expert {path}: the checkpoint holds a {record["algorithm"]} agent, not an online '
                            f'discrete-action agent.')
         self.policy = FastAgent(agent)
 
     def __call__(self, observations):
-        return self.policy.act(observations)
+        return self.policy.greedy(observations)
 
 
 def load_expert(spec: str | None):
@@ -93,23 +93,30 @@ def _picklable(env):
         return None
 
 
+DEFAULT_TRAIN_STEPS = 50_000  # environment steps
+
+
 def agent_config(args, spec):
-    """The agent's config with presets and --agent.KEY overrides applied, checked before anything is built."""
+    """The agent's config with presets and --agent.KEY overrides applied, checked before anything is built: the
+    agent's own check (its module's check_config), the replay's size against the batch, and a learning-rate
+    decay over the run's updates when lr_end is set without lr_decay_steps."""
     config = spec.get_config()
     overrides = dict(args.agent_overrides)
     if args.batch_size is not None:
         overrides['batch_size'] = args.batch_size
     apply_overrides(config, overrides)
-    clamp = config.get('target_clamp')
-    if clamp is not None and (len(clamp) != 2 or not clamp[0] < clamp[1]):
-        raise TrainingError(f'--agent.target_clamp={clamp!r}: expected a range LOW,HIGH with LOW < HIGH (e.g. '
-                            f'--agent.target_clamp=-50,50, or 0,200 for CartPole at gamma 0.995); unset it for no clamp.')
-    if config.batch_size > config.buffer_size:
-        raise TrainingError(f'batch size {config.batch_size} is larger than the replay buffer ({config.buffer_size}); '
-                            f'raise --agent.buffer_size or lower --batch_size.')
-    total = args.train_steps or 50_000
-    if config.lr_end is not None and not config.lr_decay_steps:
-        updates = (total - config.learning_starts) * config.training_steps_per_sample / config.grad_accum
+    check = getattr(spec.agent_cls, 'check_config', None)
+    if check is not None:
+        try:
+            check(config)
+        except ValueError as e:
+            raise TrainingError(str(e)) from e
+    if config.batch_size > args.buffer_size:
+        raise TrainingError(f'batch size {config.batch_size} is larger than the replay buffer ({args.buffer_size}); '
+                            f'raise --buffer_size or lower --batch_size.')
+    total = args.train_steps or DEFAULT_TRAIN_STEPS
+    if config.get('lr_end') is not None and not config.get('lr_decay_steps'):
+        updates = (total - args.learning_starts) * args.training_steps_per_sample / config.get('grad_accum', 1)
         config.lr_decay_steps = max(1, int(updates))
     return config
 
@@ -120,7 +127,7 @@ class OnlineRun:
 
     def __init__(self, args, config, record_extra):
         self.args = args
-        self.total = args.train_steps or 50_000
+        self.total = args.train_steps or DEFAULT_TRAIN_STEPS
         self.eval_interval = args.eval_interval or self.total
         self.ckpt_every = args.ckpt_every or self.eval_interval
         agent_config = json_safe(config)
@@ -147,6 +154,7 @@ class OnlineRun:
                                   'targets (--agent.target_clamp).')
 
     def evaluate(self, step, agent, factory, last10):
+        """Greedy return over --eval_episodes episodes, logged and shown."""
         ret = evaluate_online(agent, factory, self.args.eval_episodes, seed=self.args.seed * 1000 + step)
         self.session.log('eval', step, {'evaluation/episode_return': ret})
         self.session.bar.write(f'step {step}: greedy return {ret:.1f} over {self.args.eval_episodes} episodes; '
@@ -167,6 +175,32 @@ class OnlineRun:
         print(f'Environment steps per second (training, without evaluation and checkpoints): {sps:.1f}')
         print(f'Run saved in {self.run_dir}')
         return summary
+
+
+REPLAY_KINDS = ('transitions', 'sequences', 'pairs')
+
+
+def sample_replay(store: EpisodeStore, replay: dict, rng, batch_size: int, beta: float) -> dict:
+    """A batch of the kind the agent declared: n-step transitions (uniform or prioritized), sequences of
+    replay['length'] steps (is_first marks episode starts), or (state, later state) pairs for hindsight goals."""
+    if replay['kind'] == 'transitions':
+        return store.sample_transitions(rng, batch_size, beta)
+    if replay['kind'] == 'sequences':
+        return store.sample_sequences(rng, batch_size, replay['length'])
+    return store.sample_pairs(rng, batch_size)
+
+
+def example_transition(env, action_kinds, algorithm: str, label: str):
+    """One observation and one action of the environment, as the episode store holds them; refuses an action
+    space the agent cannot act in."""
+    space = env.single_action_space
+    discrete = isinstance(space, gymnasium.spaces.Discrete)
+    if ('discrete' if discrete else 'continuous') not in action_kinds:
+        fix = 'Use a continuous-control agent, or discretise the actions.' if discrete is False else \
+            'Use an agent for discrete actions.'
+        raise TrainingError(f'{algorithm} needs a {" or ".join(action_kinds)} action space, but {label} has {space}. {fix}')
+    action = np.int32(0) if discrete else np.zeros(space.shape, np.float32)
+    return dict(observations=np.asarray(env.single_observation_space.sample()), actions=action)
 
 
 def run_online(args, spec):
@@ -191,29 +225,34 @@ def run_online(args, spec):
         raise TrainingError(str(e)) from e
     except gymnasium.error.Error as e:
         raise TrainingError(f'cannot make environment {args.env_name!r}: {e}') from e
+    example = example_transition(env, spec.agent_cls.action_kinds, args.algorithm, args.env_name or args.env_entry_point)
     space = env.single_action_space
-    if not isinstance(space, gymnasium.spaces.Discrete):
-        raise TrainingError(f'{args.algorithm} needs a discrete action space, but {args.env_name or args.env_entry_point} '
-                            f'has {space}. Use a continuous-control agent, or discretise the actions.')
-    num_actions = int(space.n)
-    example_obs = np.asarray(env.single_observation_space.sample())
-    if example_obs.ndim == 3 and config.get('torso') == 'mlp':
-        raise TrainingError(f'the environment gives image observations {example_obs.shape} {example_obs.dtype}; an MLP '
-                            f'torso on raw frames will not learn. Use --agent.torso=nature_cnn (or --preset dqn_atari).')
-    agent = spec.agent_cls.create(args.seed, example_obs[None], num_actions, config)
-    buffer = ReplayBuffer(config.buffer_size, args.num_envs, dict(observations=example_obs, actions=np.int32(0)),
-                          config.n_step, config.discount, config.prioritized, config.per_alpha)
-    run = OnlineRun(args, config, dict(num_actions=num_actions, observation_shape=list(example_obs.shape),
-                                       observation_dtype=str(example_obs.dtype)))
+    discrete = isinstance(space, gymnasium.spaces.Discrete)
+    with config.unlocked():
+        config.action_dim = int(space.n) if discrete else int(np.prod(space.shape))
+    try:
+        agent = spec.agent_cls.create(args.seed, {k: np.asarray(v)[None] for k, v in example.items()}, config)
+    except ValueError as e:
+        raise TrainingError(str(e)) from e
+    replay = dict(n_step=1, discount=1.0, prioritized=False, alpha=0.6, beta_start=0.4,
+                  **spec.agent_cls.replay(config))
+    if replay['kind'] not in REPLAY_KINDS:
+        raise TrainingError(f'{args.algorithm} declares replay of kind {replay["kind"]!r}; the episode store serves '
+                            f'{", ".join(REPLAY_KINDS)}.')
+    buffer = EpisodeStore(args.buffer_size, args.num_envs, example, replay['n_step'], replay['discount'],
+                          replay['prioritized'], replay['alpha'])
+    run = OnlineRun(args, config, dict(example_batch=example_spec({k: np.asarray(v)[None] for k, v in example.items()})))
     total = run.total
     rng = np.random.default_rng([args.seed, 1])
-    explore_rng = np.random.default_rng([args.seed, 2])  # epsilon-greedy exploration, on the host
+    explore_rng = np.random.default_rng([args.seed, 2])  # exploration on the host (agents with explore_on_host)
+    act_key = jax.random.PRNGKey(args.seed + 2)  # exploration in the agent's own act, for the others
     step, updates_due = 0, 0.0
     obs, _ = env.reset(seed=args.seed)
+    carry = agent.initial_carry(args.num_envs)
     prev_done = np.zeros(args.num_envs, bool)
     expert_episode = np.zeros(args.num_envs, bool)  # who drives each env's current episode
     if expert is not None:
-        expert_episode = rng.random(args.num_envs) < config.expert_ratio_start
+        expert_episode = rng.random(args.num_envs) < args.expert_ratio_start
     agent_returns, expert_returns = deque(maxlen=100), deque(maxlen=100)
     all_agent_returns = []
     if args.resume:
@@ -224,37 +263,41 @@ def run_online(args, spec):
         step, updates_due, obs, prev_done, expert_episode = (loop[k] for k in ('step', 'updates_due', 'obs', 'prev_done',
                                                                                  'expert_episode'))
         agent_returns, expert_returns, all_agent_returns = loop['agent_returns'], loop['expert_returns'], loop['all_returns']
+        carry, act_key = loop.get('carry', carry), loop.get('act_key', act_key)
         if loop['env'] is not None:
             env = loop['env']
         else:  # environments that cannot be pickled (e.g. emulators) restart their episodes
             obs, _ = env.reset(seed=args.seed + step)
+            carry = agent.initial_carry(args.num_envs)
             prev_done = np.zeros(args.num_envs, bool)
             print('The environments could not be saved with the checkpoint; their episodes restart.')
         print(f'Resumed {run.run_dir} at environment step {step}.')
     run.session.start(step)
+    host_explore = getattr(agent, 'explore_on_host', None)  # reads only the agent's config
+    fresh_carry = agent.initial_carry(args.num_envs)
     fast = FastAgent(agent)  # from here on the agent lives in fast.leaves
+    exploration_info = getattr(agent, 'exploration_info', lambda progress: {})
     del agent
     interval_infos, interval_updates, timer, timer_steps = [], 0, time.perf_counter(), 0
     loop_start, loop_start_step, excluded = time.perf_counter(), step, 0.0  # excluded: evaluation + checkpoints
-    next_log = (step // args.log_interval + 1) * args.log_interval
-    next_eval = (step // run.eval_interval + 1) * run.eval_interval
-    next_ckpt = (step // run.ckpt_every + 1) * run.ckpt_every
-    c = config.to_dict()  # plain dict: ConfigDict lookups are slow in the per-step path
-    ret = None
+    next_log = next_multiple(step, args.log_interval)
+    next_eval = next_multiple(step, run.eval_interval)
+    next_ckpt = next_multiple(step, run.ckpt_every)
+    batch_size = int(config.batch_size)
+    prioritized = replay['prioritized']
+    ret, progress = None, (step, total)
     try:
         while step < total:
-            epsilon = linear(c['epsilon_start'], c['epsilon_end'], c['epsilon_fraction'], step, total)
-            expert_ratio = linear(c['expert_ratio_start'], c['expert_ratio_floor'], c['expert_decay_fraction'],
+            progress = (step, total)
+            expert_ratio = linear(args.expert_ratio_start, args.expert_ratio_floor, args.expert_decay_fraction,
                                   step, total)
-            explore = explore_rng.random(args.num_envs) < epsilon
-            if explore.all():  # no network call on the steps where every env explores
-                actions = explore_rng.integers(0, num_actions, args.num_envs, dtype=np.int32)
+            if host_explore is not None:
+                actions = host_explore(fast.greedy, obs, explore_rng, progress)
             else:
-                actions = fast.act(obs)
-                if explore.any():
-                    actions[explore] = explore_rng.integers(0, num_actions, int(explore.sum()), dtype=np.int32)
+                act_key, key = jax.random.split(act_key)
+                actions, carry = fast.act(carry, obs, None, key, 'explore', progress)
             if expert is not None and expert_episode.any():
-                expert_actions = check_expert_actions(expert(obs), num_actions, args.num_envs, args.expert)
+                expert_actions = check_expert_actions(expert(obs), int(config.action_dim), args.num_envs, args.expert)
                 actions = np.where(expert_episode, expert_actions, actions).astype(np.int32)
             next_obs, reward, terminated, truncated, info = env.step(actions)
             valid = ~prev_done  # the step after an episode end only resets that env
@@ -264,25 +307,28 @@ def run_online(args, spec):
             for i in np.flatnonzero(done & valid):
                 ret_i = float(info['episode']['r'][i])
                 run.session.episodes.append((step + args.num_envs, ret_i, int(info['episode']['l'][i]),
-                                     int(bool(expert_episode[i]))))
+                                             int(bool(expert_episode[i]))))
                 (expert_returns if expert_episode[i] else agent_returns).append(ret_i)
                 if not expert_episode[i]:
                     all_agent_returns.append((step, ret_i))
-            # A new episode starts at the reset step: decide who drives it.
-            if expert is not None and prev_done.any():
-                expert_episode = np.where(prev_done, rng.random(args.num_envs) < expert_ratio, expert_episode)
+            # A new episode starts at the reset step: decide who drives it, and start its carried state afresh.
+            if prev_done.any():
+                if expert is not None:
+                    expert_episode = np.where(prev_done, rng.random(args.num_envs) < expert_ratio, expert_episode)
+                carry = jax.tree.map(lambda c, f: np.where(prev_done.reshape((-1,) + (1,) * (np.ndim(c) - 1)), f, c),
+                                     carry, fresh_carry)
             prev_done, obs = done, next_obs
             step += args.num_envs
             timer_steps += args.num_envs
             run.session.bar.update(args.num_envs)
-            if step >= c['learning_starts']:
-                updates_due += c['training_steps_per_sample'] * args.num_envs
-                beta = linear(c['per_beta_start'], 1.0, 1.0, total - step, total) if c['prioritized'] else 0.0
+            if step >= args.learning_starts:
+                updates_due += args.training_steps_per_sample * args.num_envs
+                beta = linear(replay['beta_start'], 1.0, 1.0, total - step, total) if prioritized else 0.0
                 while updates_due >= 1.0:
-                    batch = buffer.sample(rng, c['batch_size'], beta)
-                    indices = batch.pop('indices')
+                    batch = sample_replay(buffer, replay, rng, batch_size, beta)
+                    indices = batch.pop('indices', None)
                     metric_vector, td_errors = fast.update(batch)
-                    if c['prioritized']:
+                    if prioritized:
                         buffer.update_priorities(indices, np.asarray(td_errors))
                     interval_infos.append(metric_vector)
                     interval_updates += 1
@@ -294,15 +340,17 @@ def run_online(args, spec):
                 if interval_infos:
                     table = np.stack(jax.device_get(interval_infos)).astype(np.float64)  # (updates, metrics)
                     reduced = {k: getattr(np, reduction(k))(values) for k, values in zip(fast.metric_names, table.T)}
-                run.log_training(step, reduced, {
-                    'charts/epsilon': epsilon, 'charts/expert_ratio': expert_ratio,
+                charts = {f'charts/{k}': v for k, v in exploration_info(progress).items()}
+                charts.update({
+                    'charts/expert_ratio': expert_ratio,
                     'charts/agent_return': float(np.mean(agent_returns)) if agent_returns else float('nan'),
                     'charts/expert_return': float(np.mean(expert_returns)) if expert_returns else float('nan'),
                     'charts/reward_slope': trend_slope([r for _, r in all_agent_returns[-args.slope_window:]]),
-                    'charts/replay_ratio': interval_updates * config.batch_size / max(timer_steps, 1),
+                    'charts/replay_ratio': interval_updates * batch_size / max(timer_steps, 1),
                     'charts/buffer_size': len(buffer),
                     'time/steps_per_second': timer_steps / max(elapsed, 1e-9),
                 })
+                run.log_training(step, reduced, charts)
                 interval_infos, interval_updates, timer, timer_steps = [], 0, time.perf_counter(), 0
             if args.eval_episodes > 0 and (step >= next_eval or step >= total):
                 next_eval += run.eval_interval
@@ -319,7 +367,7 @@ def run_online(args, spec):
                     explore_rng=explore_rng.bit_generator.state, step=step,
                     updates_due=updates_due, obs=obs, prev_done=prev_done, expert_episode=expert_episode,
                     agent_returns=agent_returns, expert_returns=expert_returns, all_returns=all_agent_returns,
-                    env=_picklable(env)))
+                    carry=jax.device_get(carry), act_key=np.asarray(act_key), env=_picklable(env)))
                 timer += time.perf_counter() - t0
                 excluded += time.perf_counter() - t0
     finally:

@@ -30,8 +30,6 @@ def load_agent(path: str, algorithm: str | None = None, seed_index: int = 0, all
     --num_seeds run: the seed at `seed_index`).
 
     Returns (agent, record, step); record is the saved config.json (algorithm, agent config, dataset, ...)."""
-
-
     ckpt_dir, step = resolve_checkpoint(path)
     record_path = os.path.join(ckpt_dir, 'config.json')
     if not os.path.exists(record_path):
@@ -55,18 +53,12 @@ def load_agent(path: str, algorithm: str | None = None, seed_index: int = 0, all
     config = spec.get_config()
     with config.unlocked():
         config.update({k: tuple(v) if isinstance(v, list) else v for k, v in record['agent'].items()})
+        if config.get('action_dim') is None:  # runs written before the action size was part of the agent config
+            config.action_dim = record.get('action_dim', record.get('num_actions'))
     checkpointer = Checkpointer(ckpt_dir)
     if checkpointer.latest_step() is None:
         raise CheckpointError(f'no checkpoint in {ckpt_dir}.')
-    if spec.kind == 'online':
-        ex_obs = np.zeros((1, *record['observation_shape']), dtype=record['observation_dtype'])
-        template = spec.agent_cls.create(0, ex_obs, record['num_actions'], config)
-        agent, meta = checkpointer.restore(template, step=step, expect=dict(algorithm=spec.name))
-        return agent, record, int(meta['step'])
-    discrete = bool(config.discrete)
-    ex_obs = np.zeros((2, *record['input_shape']), dtype=record['input_dtype'])
-    ex_actions = np.zeros((2,), np.int32) if discrete else np.zeros((2, record['action_dim']), np.float32)
-    template = spec.agent_cls.create(0, ex_obs, ex_actions, config, record['action_dim'])
+    template = spec.agent_cls.create(0, example_batch(record, spec.kind), config)
     num_seeds = int(record.get('num_seeds', 1))
     if num_seeds > 1:  # a --num_seeds run: all seeds in one checkpoint; return one of them
         if not 0 <= seed_index < num_seeds:
@@ -76,3 +68,15 @@ def load_agent(path: str, algorithm: str | None = None, seed_index: int = 0, all
         return unstack_agent(stacked, seed_index), record, int(meta['step'])
     agent, meta = checkpointer.restore(template, step=step, expect=dict(algorithm=spec.name))
     return agent, record, int(meta['step'])
+
+
+def example_batch(record: dict, kind: str) -> dict:
+    """Zeros shaped like the batch the agent was created from (config.json's example_batch; older runs recorded
+    input_shape / observation_shape instead)."""
+    if 'example_batch' in record:
+        return {k: np.zeros((2, *v['shape']), v['dtype']) for k, v in record['example_batch'].items()}
+    if kind == 'online':
+        return dict(observations=np.zeros((2, *record['observation_shape']), record['observation_dtype']))
+    discrete = bool(record['agent'].get('discrete'))
+    actions = np.zeros((2,), np.int32) if discrete else np.zeros((2, record['action_dim']), np.float32)
+    return dict(observations=np.zeros((2, *record['input_shape']), record['input_dtype']), actions=actions)

@@ -23,6 +23,10 @@ from impls.utils.checkpoints import Checkpointer
 from impls.utils.logging import Logger, NullLogger
 
 
+# Flags that set an agent key (--batch_size is --agent.batch_size): config.json keeps their value once, in `agent`.
+FOLDED_FLAGS = ('agent_overrides', 'batch_size', 'frame_stack', 'eval_temperature')
+
+
 class TrainingError(ValueError):
     """A run that cannot start or continue; the message says why and what to do."""
 
@@ -88,7 +92,7 @@ class RunSession:
         self.run_dir = args.save_dir or os.path.join('runs', f'{args.algorithm}-{run_name}-s{args.seed}')
         self.ckpt_dir = args.ckpt_dir or os.path.join(self.run_dir, 'checkpoints')
         self._prepare_run_dir()
-        self.record = dict(record, flags={k: v for k, v in vars(args).items() if k != 'agent_overrides'})
+        self.record = dict(record, flags={k: v for k, v in vars(args).items() if k not in FOLDED_FLAGS})
         self.meta = dict(algorithm=record['algorithm'], agent=record['agent'])
         self.checkpointer = Checkpointer(self.ckpt_dir)
         self.logger, self.bar = None, None

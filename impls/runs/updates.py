@@ -131,9 +131,10 @@ def metric_vector_update(treedef, leaves, example_batch):
 
 
 def reduction(name):
-    """How a metric is summarised over the updates of a log interval: '.../min' by min, '.../max' by max,
-    the rest by mean."""
-    return {'min': 'min', 'max': 'max'}.get(name.rsplit('/', 1)[-1], 'mean')
+    """How a metric is summarised over the updates of a log interval: a name ending in `min` (`critic/q_min`) by
+    the minimum, in `max` by the maximum, the rest by the mean."""
+    last = name.rsplit('/', 1)[-1].rsplit('_', 1)[-1]
+    return last if last in ('min', 'max') else 'mean'
 
 
 class FastAgent:
@@ -143,21 +144,35 @@ class FastAgent:
     comparing its static config for the jit cache: measured with an update that does nothing), more than
     the tiny network's update; on a flat list of arrays it costs a few. The update also returns its scalar
     metrics as one vector: reading ~14 scalars from each of 4,000 updates cost more than the updates did.
-    The agent needs `update(batch) -> (agent, info)` and `greedy_actions(observations)`.
+    The agent needs `update(batch) -> (agent, info)` and `act(carry, observations, goals, key, mode, ...)`.
     """
 
     def __init__(self, agent):
         self.leaves, self.treedef = jax.tree.flatten(agent)
         treedef = self.treedef
-        self._act = jax.jit(lambda leaves, obs: jax.tree.unflatten(treedef, leaves).greedy_actions(obs))
+
+        def act(leaves, carry, observations, goals, key, mode, progress):
+            agent = jax.tree.unflatten(treedef, leaves)
+            if progress is None:
+                return agent.act(carry, observations, goals, key, mode)
+            return agent.act(carry, observations, goals, key, mode, progress=progress)
+
+        self._act = jax.jit(act, static_argnames='mode')
+        self._greedy = jax.jit(lambda leaves, obs: act(leaves, (), obs, None, None, 'eval', None)[0])
         self._update, self.metric_names = None, None
 
     @property
     def agent(self):
         return jax.tree.unflatten(self.treedef, self.leaves)
 
-    def act(self, observations):
-        return np.array(self._act(self.leaves, observations))
+    def greedy(self, observations):
+        """The agent's 'eval' actions for a batch (no carry, no goal), as a writable numpy array."""
+        return np.array(self._greedy(self.leaves, observations))
+
+    def act(self, carry, observations, goals, key, mode, progress=None):
+        """agent.act on the flat leaves: (actions as numpy, carry)."""
+        actions, carry = self._act(self.leaves, carry, observations, goals, key, mode, progress)
+        return np.array(actions), carry
 
     def update(self, batch):
         """One update; returns (metric vector (len(metric_names),), td errors or None), both on device."""

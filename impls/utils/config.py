@@ -29,7 +29,7 @@ KNOB_ALIASES = {
     'gradient_accumulation_steps': '--agent.grad_accum',
     'clamp_targets': '--agent.target_clamp=LOW,HIGH (unset: no clamp)',
     'target_clamp_value': '--agent.target_clamp=LOW,HIGH (a range, e.g. -50,50)',
-    'expert_ratio_min': '--agent.expert_ratio_floor',
+    'expert_ratio_min': '--expert_ratio_floor',
     'hard_target_refresh_every_steps': '--agent.hard_update_every (counted in optimiser steps)',
     'target_update_freq': '--agent.hard_update_every (counted in optimiser steps)',
     'target_network_frequency': '--agent.hard_update_every (counted in optimiser steps)',
@@ -39,6 +39,10 @@ KNOB_ALIASES = {
     'env_id': '--env_name',
     'max_grad_norm': '--agent.max_grad_norm',
 }
+
+# Loop settings (how a run collects data and trains), given as train.py flags, not agent hyperparameters.
+LOOP_SETTINGS = ('learning_starts', 'training_steps_per_sample', 'buffer_size', 'expert_ratio_start',
+                 'expert_ratio_floor', 'expert_decay_fraction')
 
 
 def _parse_value(key, text, default, field_type):
@@ -81,6 +85,8 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict) -> ml_co
     """Apply {key: text or value} to config; values that are not strings (or are wrapped in Literal) are used
     as they are."""
     for key, text in overrides.items():
+        if key not in config and key in LOOP_SETTINGS:
+            raise ConfigError(f'--agent.{key} is a loop setting, not a hyperparameter of the agent: pass --{key}.')
         if key not in config and key in KNOB_ALIASES:
             raise ConfigError(f'--agent.{key} does not exist for agent {config.get("agent_name", "?")!r}: impls calls '
                               f'this setting {KNOB_ALIASES[key]}.')

@@ -1,17 +1,19 @@
-"""What every offline goal-conditioned agent shares: its state (rng, network, config), the jitted update
-step and action sampling. An agent subclasses GCAgent and defines total_loss, create and get_config."""
+"""What every offline goal-conditioned agent shares: its state (rng, network, config), the jitted update step
+and acting. An agent subclasses GCAgent and defines total_loss, create and get_config; the agent contract
+(create / update / initial_carry / act) is described in impls/agents/__init__.py."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax
 import jax
 import jax.numpy as jnp
-import optax
 
 from impls.utils.encoders import maybe_augment
 from impls.utils.flax_utils import ModuleDict, TrainState, nonpytree_field
+from impls.utils.optim import make_optimizer
 
 
 class GCAgent(flax.struct.PyTreeNode):
@@ -21,14 +23,15 @@ class GCAgent(flax.struct.PyTreeNode):
 
     @classmethod
     def from_modules(cls, seed, modules: dict, inputs: dict, config, prepare_params=None):
-        """Initialise named modules on their example inputs (module name -> tuple of arrays) under one Adam
-        optimiser. prepare_params(params) may adjust the initial parameters (e.g. copy a target network)."""
+        """Initialise named modules on their example inputs (module name -> tuple of arrays) under the optimiser
+        the config asks for (impls.utils.optim). prepare_params(params) may adjust the initial parameters (e.g.
+        copy a target network)."""
         rng, init_rng = jax.random.split(jax.random.PRNGKey(seed))
         network_def = ModuleDict(modules)
         params = network_def.init(init_rng, **inputs)['params']
         if prepare_params is not None:
             params = prepare_params(params)
-        network = TrainState.create(network_def, params, tx=optax.adam(learning_rate=config['lr']))
+        network = TrainState.create(network_def, params, tx=make_optimizer(config))
         return cls(rng, network=network, config=flax.core.FrozenDict(**config))
 
     def after_step(self, network):
@@ -45,8 +48,22 @@ class GCAgent(flax.struct.PyTreeNode):
         return self.replace(network=self.after_step(network), rng=new_rng), info
 
     @jax.jit
-    def sample_actions(self, observations, goals, seed, temperature=1.0):
-        """Actions (B, A) clipped to [-1, 1], or (B,) integers; temperature 0 gives the mode."""
-        dist = self.network.select('actor')(observations, goals, temperature=temperature)
-        actions = dist.sample(seed=seed)
-        return actions if self.config['discrete'] else jnp.clip(actions, -1, 1)
+    def loss_info(self, batch):
+        """total_loss's metrics at the current parameters, without a step (validation)."""
+        return self.total_loss(batch, self.network.params)[1]
+
+    def policy(self, observations, goals, temperature=1.0):
+        """pi(. | s, g) for a batch (a distribution: impls.utils.distributions)."""
+        return self.network.select('actor')(observations, goals, temperature=temperature)
+
+    def initial_carry(self, batch_size: int):
+        """Feed-forward agents carry nothing between steps."""
+        return ()
+
+    @functools.partial(jax.jit, static_argnames='mode')
+    def act(self, carry, observations, goals, key, mode='eval'):
+        """Actions (B, A) clipped to [-1, 1], or (B,) integers, and the carry. mode 'eval': sampled at temperature
+        config['eval_temperature'] (0: the mode); 'explore': at temperature 1."""
+        temperature = self.config['eval_temperature'] if mode == 'eval' else 1.0
+        actions = self.policy(observations, goals, temperature=temperature).sample(seed=key)
+        return (actions if self.config['discrete'] else jnp.clip(actions, -1, 1)), carry

@@ -1,8 +1,10 @@
-"""Loss terms shared by the agents. Each returns (loss, info) with unnamespaced info keys; the agent
-adds its `critic/`, `value/` or `actor/` prefix."""
+"""Loss terms shared by the agents: pure functions of explicit arrays (and, for the actor, the critic as a
+function of actions), never of an agent. Each returns (loss, info) with unnamespaced info keys; the agent adds
+its `critic/`, `value/` or `actor/` prefix (the metric vocabulary: docs/ARCHITECTURE.md)."""
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 import optax
@@ -22,18 +24,22 @@ def binary_nce_loss(phi, psi):
     """
     if phi.ndim == 2:
         phi, psi = phi[None], psi[None]
+    chex.assert_rank(phi, 3)
+    chex.assert_equal_shape([phi, psi])
     return binary_nce_stats(jnp.einsum('eik,ejk->ije', phi, psi) / jnp.sqrt(phi.shape[-1]))
 
 
 def binary_nce_stats(logits):
     """Binary NCE loss and statistics from pairwise logits (B, B, E): positives on the diagonal."""
+    chex.assert_rank(logits, 3)
     batch_size = logits.shape[0]
+    chex.assert_axis_dimension(logits, 1, batch_size)
     labels = jnp.eye(batch_size)[..., None]
     loss = optax.sigmoid_binary_cross_entropy(logits=logits, labels=jnp.broadcast_to(labels, logits.shape)).mean()
     mean_logits = logits.mean(axis=-1)
     eye = jnp.eye(batch_size)
     return loss, {
-        'contrastive_loss': loss,
+        'loss': loss,
         'binary_accuracy': jnp.mean((mean_logits > 0) == eye),
         'categorical_accuracy': jnp.mean(jnp.argmax(mean_logits, axis=1) == jnp.arange(batch_size)),
         'logits_pos': jnp.sum(mean_logits * eye) / batch_size,
@@ -42,55 +48,56 @@ def binary_nce_stats(logits):
     }
 
 
-def actor_loss(agent, batch, grad_params, rng):
-    """Goal-conditioned actor loss, AWR or DDPG+BC (OGBench's definitions).
+def actor_loss(dist, actions, q_fn, *, kind: str, alpha: float, discrete: bool, const_std: bool, rng, v=None):
+    """Goal-conditioned actor loss, AWR or DDPG+BC (OGBench's definitions), on a batch of B (state, goal) pairs.
 
-    Needs `agent.actor_q_fn(batch)`, a function (obs, goals, actions) -> Q (B,) (min over the ensemble,
-    current params), and, for AWR, `agent.value_values(obs, goals) -> (B,)`.
+    dist: pi(. | s, g) for the batch (log_prob, mode, sample, entropy; .probs / .logits when discrete, .scale when
+      continuous); actions: the data's actions, (B,) int or (B, A) float; q_fn(actions) -> Q(s, actions, g) (B,),
+      the critic at the batch's states and goals (min over the ensemble, current parameters); v: V(s, g) (B,),
+      for AWR; rng: for sampling the DDPG action of a stochastic actor.
 
     DDPG+BC: L = -mean(Q(s, a_pi, g)) / stop_grad(mean |Q|) - alpha * mean(log pi(a_data | s, g)), with
       a_pi the clipped mean action (const_std) or a sample; for discrete actions the first term uses
       E_{a ~ pi}[Q(s, a, g)] = sum_a pi(a | s, g) Q(s, a, g), which is differentiable.
-    AWR: L = -mean(min(exp(alpha * (Q - V)), 100) * log pi(a_data | s, g)).
+    AWR: L = -mean(min(exp(alpha * (Q(s, a_data, g) - V(s, g))), 100) * log pi(a_data | s, g)).
+    Returns (loss, info) with unnamespaced keys (the agent adds `actor/`).
     """
-    config = agent.config
-    obs, goals, actions = batch['observations'], batch['actor_goals'], batch['actions']
-    dist = agent.network.select('actor')(obs, goals, params=grad_params)
-    q_fn = agent.actor_q_fn(batch)
     log_prob = dist.log_prob(actions)
+    chex.assert_rank(log_prob, 1)
+    batch_size = log_prob.shape[0]
     info = {'bc_log_prob': log_prob.mean()}
-    if config['discrete']:
+    if discrete:
         info['accuracy'] = jnp.mean(dist.mode() == actions)
         info['entropy'] = dist.entropy().mean()
     else:
         info['mse'] = jnp.mean((dist.mode() - actions) ** 2)
         info['std'] = jnp.mean(dist.scale)
 
-    if config['actor_loss'] == 'awr':
-        v = agent.value_values(obs, goals)
-        q = q_fn(obs, goals, actions)
+    if kind == 'awr':
+        chex.assert_shape(v, (batch_size,))
+        q = q_fn(actions)
         adv = q - v
-        weights = jnp.minimum(jnp.exp(adv * config['alpha']), 100.0)
+        weights = jnp.minimum(jnp.exp(adv * alpha), 100.0)
         loss = -(weights * log_prob).mean()
-        info.update(actor_loss=loss, adv=adv.mean(), q_mean=q.mean())
+        info.update(loss=loss, adv=adv.mean(), q_mean=q.mean())
         return loss, info
 
-    if config['actor_loss'] != 'ddpgbc':
-        raise ValueError(f'unknown actor_loss {config["actor_loss"]!r}; use "ddpgbc" or "awr".')
-    if config['discrete']:
+    if kind != 'ddpgbc':
+        raise ValueError(f'unknown actor_loss {kind!r}; use "ddpgbc" or "awr".')
+    if discrete:
         num_actions = dist.logits.shape[-1]
-        all_actions = jnp.broadcast_to(jnp.arange(num_actions), (obs.shape[0], num_actions))
-
-        q_all = jax.vmap(lambda a: q_fn(obs, goals, a), in_axes=1, out_axes=1)(all_actions)  # (B, A)
+        all_actions = jnp.broadcast_to(jnp.arange(num_actions), (batch_size, num_actions))
+        q_all = jax.vmap(q_fn, in_axes=1, out_axes=1)(all_actions)  # (B, A)
         q = jnp.sum(dist.probs * q_all, axis=-1)
     else:
-        q_actions = dist.mode() if config['const_std'] else dist.sample(seed=rng)
-        q = q_fn(obs, goals, jnp.clip(q_actions, -1, 1))
+        q_actions = dist.mode() if const_std else dist.sample(seed=rng)
+        q = q_fn(jnp.clip(q_actions, -1, 1))
+    chex.assert_shape(q, (batch_size,))
     q_loss = -q.mean() / jax.lax.stop_gradient(jnp.abs(q).mean() + 1e-6)
-    bc_loss = -(config['alpha'] * log_prob).mean()
+    bc_loss = -(alpha * log_prob).mean()
     loss = q_loss + bc_loss
     # q_loss is normalised by mean |Q| (~1 by construction); q_loss_raw = -mean(Q) is the term before that
     # scaling, to set beside bc_loss when asking which term drives the actor.
-    info.update(actor_loss=loss, q_loss=q_loss, q_loss_raw=-q.mean(), bc_loss=bc_loss, q_mean=q.mean(),
+    info.update(loss=loss, q_loss=q_loss, q_loss_raw=-q.mean(), bc_loss=bc_loss, q_mean=q.mean(),
                 q_abs_mean=jnp.abs(q).mean())
     return loss, info
