@@ -234,8 +234,8 @@ def run_online(args, spec):
         agent = spec.agent_cls.create(args.seed, {k: np.asarray(v)[None] for k, v in example.items()}, config)
     except ValueError as e:
         raise TrainingError(str(e)) from e
-    replay = dict(n_step=1, discount=1.0, prioritized=False, alpha=0.6, beta_start=0.4,
-                  **spec.agent_cls.replay(config))
+    replay = {**dict(n_step=1, discount=1.0, prioritized=False, alpha=0.6, beta_start=0.4),
+              **spec.agent_cls.replay(config)}
     if replay['kind'] not in REPLAY_KINDS:
         raise TrainingError(f'{args.algorithm} declares replay of kind {replay["kind"]!r}; the episode store serves '
                             f'{", ".join(REPLAY_KINDS)}.')
