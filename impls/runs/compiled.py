@@ -1,5 +1,5 @@
 """The online loop compiled: for an environment written in jax (impls/envs/jax_envs.py), each stretch
-between two log rows runs as one jitted `fori_loop` over vector steps -- epsilon-greedy acting, the
+between two log rows runs as one jitted `fori_loop` over vector steps -- the agent's exploring `act`, the
 environment step with its time limit and reset, the replay write, and `training_steps_per_sample`
 updates on n-step batches sampled from a replay buffer held on the device -- with no Python per step.
 

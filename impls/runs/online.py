@@ -1,6 +1,9 @@
-"""The online training loop (DQN now; Dreamer and GCSL will run on it), driven by train.py.
+"""The online training loop, driven by train.py. It knows no algorithm: it reads only the agent contract
+(docs/ARCHITECTURE.md) -- the action spaces the agent takes, its carried state, its exploration (`act` in
+'explore' mode, or `explore_on_host` for agents that explore from a host generator) and the replay it declares
+(n-step transitions, sequences or hindsight pairs from impls.data.episodes.EpisodeStore).
 
-Per vector step: the agent acts for every env (one jitted call; epsilon-greedy), an expert may drive
+Per vector step: the agent acts for every env (one jitted call), an expert may drive
 whole episodes (the expert curriculum), the transitions go to replay -- except gymnasium's reset steps:
 with NEXT_STEP autoreset the step after an episode ends only resets that env, and its transition is
 dropped -- and `training_steps_per_sample` gradient updates per environment step are made (a fractional
