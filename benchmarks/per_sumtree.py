@@ -5,12 +5,16 @@ vs one DQN update on the same batch (CartPole-size MLP and the Nature CNN are bo
 """
 
 import argparse
+import os
+import sys
 import time
 
 import numpy as np
 
-from impls.agents.dqn import DQNAgent, get_config
-from impls.data.episodes import EpisodeStore
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from impls.agents.dqn import DQNAgent, get_config  # noqa: E402
+from impls.data.episodes import EpisodeStore  # noqa: E402
 
 
 def median_time(fn, repeats):
