@@ -235,3 +235,12 @@ def test_no_agent_chosen_means_the_quick_start():
         args = train.parse_args(argv)
         assert (args.preset, args.algorithm, args.train_steps, args.generate_episodes) == ('quickstart', 'crl', 30000, 200)
     assert train.parse_args(['--algorithm', 'gciql', '--dataset_path', 'x.npz']).preset is None
+
+
+@pytest.mark.parametrize('flag, message', [('--agent.goal_action=foo', "use one of ('none', 'roll')"),
+                                           ('--agent.latent_dim=10', 'must be divisible by 2 x mrn_components')])
+def test_agent_config_refused_before_anything_is_built(npz_dataset, tmp_path, capsys, flag, message):
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(args_for(npz_dataset, tmp_path / 'run', flag, algorithm='cmd'))
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / 'run').exists()  # nothing written

@@ -134,12 +134,9 @@ class CMDAgent(GCAgent):
                           kind=c['actor_loss'], alpha=c['alpha'], discrete=c['discrete'], const_std=c['const_std'],
                           rng=rng)
 
-    @classmethod
-    def create(cls, seed, example_batch, config):
-        """example_batch: observations (B, ...) and actions (B, A) float or (B,) int; config['action_dim'] = A or
-        the number of discrete actions."""
-        ex_observations, ex_actions = example_batch['observations'], example_batch['actions']
-        action_dim = config['action_dim']
+    @staticmethod
+    def check_config(config):
+        """Refuses settings CMD cannot train with, before anything is built."""
         if config['goal_action'] not in GOAL_ACTION_MODES:
             raise ValueError(f'--agent.goal_action={config["goal_action"]!r}; use one of {GOAL_ACTION_MODES}.')
         if config['actor_loss'] != 'ddpgbc':
@@ -149,6 +146,14 @@ class CMDAgent(GCAgent):
                 f'--agent.latent_dim={config["latent_dim"]} must be divisible by 2 x mrn_components '
                 f'({2 * config["mrn_components"]}).'
             )
+
+    @classmethod
+    def create(cls, seed, example_batch, config):
+        """example_batch: observations (B, ...) and actions (B, A) float or (B,) int; config['action_dim'] = A or
+        the number of discrete actions."""
+        cls.check_config(config)
+        ex_observations, ex_actions = example_batch['observations'], example_batch['actions']
+        action_dim = config['action_dim']
         num_discrete = action_dim if config['discrete'] else None
 
         def representation():

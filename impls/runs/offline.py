@@ -20,7 +20,7 @@ from impls.data.sampler import GoalSampler
 from impls.envs.ogbench import make_eval_env, ogbench_env_for
 from impls.health import health_context
 from impls.health.probe import goal_sensitivity, probe_batch
-from impls.runs.session import RunSession, TrainingError, due, example_spec, make_monitor, make_plan
+from impls.runs.session import RunSession, TrainingError, check_agent_config, due, example_spec, make_monitor, make_plan
 from impls.runs.updates import (SeedMemoryError, check_seed_memory, scan_seed_updates, scan_updates, stack_agents,
                                 unstack_agent)
 from impls.utils.checkpoints import json_safe
@@ -89,6 +89,7 @@ def build_config(args, spec, dataset: Dataset):
     if args.eval_temperature is not None:
         overrides['eval_temperature'] = args.eval_temperature
     apply_overrides(config, overrides)
+    check_agent_config(spec, config)
     if 'discrete' in overrides and bool(config.discrete) != dataset.discrete:
         kind = 'integer (discrete)' if dataset.discrete else 'float (continuous)'
         raise DatasetError(

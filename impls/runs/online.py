@@ -33,7 +33,7 @@ from impls.envs.experts import check_expert_actions
 from impls.envs.experts import load_expert as load_builtin_expert
 from impls.envs.gym import EnvError, env_factory, make_vec_env
 from impls.health import health_context
-from impls.runs.session import RunSession, TrainingError, example_spec, make_monitor, next_multiple, trend_slope
+from impls.runs.session import RunSession, TrainingError, check_agent_config, example_spec, make_monitor, next_multiple, trend_slope
 from impls.runs.updates import FastAgent, reduction
 from impls.utils.checkpoints import json_safe
 from impls.utils.config import apply_overrides
@@ -108,12 +108,7 @@ def agent_config(args, spec):
     if args.batch_size is not None:
         overrides['batch_size'] = args.batch_size
     apply_overrides(config, overrides)
-    check = getattr(spec.agent_cls, 'check_config', None)
-    if check is not None:
-        try:
-            check(config)
-        except ValueError as e:
-            raise TrainingError(str(e)) from e
+    check_agent_config(spec, config)
     if config.batch_size > args.buffer_size:
         raise TrainingError(f'batch size {config.batch_size} is larger than the replay buffer ({args.buffer_size}); '
                             f'raise --buffer_size or lower --batch_size.')

@@ -68,6 +68,16 @@ def example_spec(batch: dict) -> dict:
     return {k: dict(shape=list(np.shape(v)[1:]), dtype=str(np.asarray(v).dtype)) for k, v in batch.items()}
 
 
+def check_agent_config(spec, config):
+    """The agent's own check of its config (its class's check_config, when it has one), as a TrainingError."""
+    check = getattr(spec.agent_cls, 'check_config', None)
+    if check is not None:
+        try:
+            check(config)
+        except ValueError as e:
+            raise TrainingError(str(e)) from e
+
+
 def make_monitor(args, context: dict, primary: bool = True) -> HealthMonitor:
     """The health monitor with --health / --health_disable applied (raises HealthConfigError on a bad name)."""
     disable = [d for d in args.health_disable.split(',') if d]
