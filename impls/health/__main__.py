@@ -6,11 +6,13 @@ import argparse
 import os
 import sys
 
-from impls.health.monitor import HealthConfigError, HealthMonitor, context_from_run, parse_health_overrides, read_run_metrics
+from impls.health.monitor import (HealthConfigError, HealthMonitor, context_from_run, parse_health_overrides,
+                                  read_run_metrics)
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description='Health report of a finished or running run: python -m impls.health RUN_DIR')
+    p = argparse.ArgumentParser(
+        description='Health report of a finished or running run: python -m impls.health RUN_DIR')
     p.add_argument('run_dir')
     p.add_argument('--health', nargs='*', default=[], help='DETECTOR.FIELD=VALUE threshold overrides.')
     p.add_argument('--disable', default='', help='Comma-separated detectors to skip.')

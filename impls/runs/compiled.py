@@ -21,7 +21,7 @@ import numpy as np
 from impls.data.episodes import FIELDS, n_step_batch
 from impls.envs.gym import env_factory
 from impls.envs.jax_envs import JaxEnvError, auto_reset_step, make_jax_env
-from impls.runs.online import OnlineRun, agent_config
+from impls.runs.online import OnlineRun, online_config
 from impls.runs.session import TrainingError, example_spec, trend_slope
 from impls.runs.updates import metric_vector_update, reduction
 
@@ -137,7 +137,7 @@ def _ordered_returns(state):
 
 
 def run_compiled(args, spec):
-    config = agent_config(args, spec)
+    config = online_config(args, spec)
     replay = spec.agent_cls.replay(config)
     _check_supported(args, replay)
     try:

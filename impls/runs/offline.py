@@ -20,11 +20,11 @@ from impls.data.sampler import GoalSampler
 from impls.envs.ogbench import make_eval_env, ogbench_env_for
 from impls.health import health_context
 from impls.health.probe import goal_sensitivity, probe_batch
-from impls.runs.session import RunSession, TrainingError, check_agent_config, due, example_spec, make_monitor, make_plan
+from impls.runs.session import (RunSession, TrainingError, agent_config, due, example_spec, make_monitor,
+                                 make_plan)
 from impls.runs.updates import (SeedMemoryError, check_seed_memory, scan_seed_updates, scan_updates, stack_agents,
                                 unstack_agent)
 from impls.utils.checkpoints import json_safe
-from impls.utils.config import apply_overrides
 from impls.utils.sharding import (ShardingError, check_divisible, data_mesh, host_local, is_primary, replicate,
                                   shard_batch)
 
@@ -80,16 +80,8 @@ def resolve_env(args):
 
 
 def build_config(args, spec, dataset: Dataset):
-    config = spec.get_config()
-    overrides = dict(args.agent_overrides)
-    if args.batch_size is not None:
-        overrides['batch_size'] = args.batch_size
-    if args.frame_stack is not None:
-        overrides['frame_stack'] = args.frame_stack
-    if args.eval_temperature is not None:
-        overrides['eval_temperature'] = args.eval_temperature
-    apply_overrides(config, overrides)
-    check_agent_config(spec, config)
+    config = agent_config(args, spec)
+    overrides = args.agent_overrides
     if 'discrete' in overrides and bool(config.discrete) != dataset.discrete:
         kind = 'integer (discrete)' if dataset.discrete else 'float (continuous)'
         raise DatasetError(

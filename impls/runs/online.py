@@ -33,10 +33,10 @@ from impls.envs.experts import check_expert_actions
 from impls.envs.experts import load_expert as load_builtin_expert
 from impls.envs.gym import EnvError, env_factory, make_vec_env
 from impls.health import health_context
-from impls.runs.session import RunSession, TrainingError, check_agent_config, example_spec, make_monitor, next_multiple, trend_slope
+from impls.runs.session import (RunSession, TrainingError, agent_config, example_spec, make_monitor, next_multiple,
+                                 trend_slope)
 from impls.runs.updates import FastAgent, reduction
 from impls.utils.checkpoints import json_safe
-from impls.utils.config import apply_overrides
 from impls.utils.schedules import linear
 
 
@@ -99,16 +99,10 @@ def _picklable(env):
 DEFAULT_TRAIN_STEPS = 50_000  # environment steps
 
 
-def agent_config(args, spec):
-    """The agent's config with presets and --agent.KEY overrides applied, checked before anything is built: the
-    agent's own check (its module's check_config), the replay's size against the batch, and a learning-rate
-    decay over the run's updates when lr_end is set without lr_decay_steps."""
-    config = spec.get_config()
-    overrides = dict(args.agent_overrides)
-    if args.batch_size is not None:
-        overrides['batch_size'] = args.batch_size
-    apply_overrides(config, overrides)
-    check_agent_config(spec, config)
+def online_config(args, spec):
+    """The agent's config (impls.runs.session.agent_config), checked against the replay's size, with a
+    learning-rate decay over the run's updates when lr_end is set without lr_decay_steps."""
+    config = agent_config(args, spec)
     if config.batch_size > args.buffer_size:
         raise TrainingError(f'batch size {config.batch_size} is larger than the replay buffer ({args.buffer_size}); '
                             f'raise --buffer_size or lower --batch_size.')
@@ -128,12 +122,12 @@ class OnlineRun:
         self.total = args.train_steps or DEFAULT_TRAIN_STEPS
         self.eval_interval = args.eval_interval or self.total
         self.ckpt_every = args.ckpt_every or self.eval_interval
-        agent_config = json_safe(config)
-        context = health_context(dict(agent_config, reward_bound=args.reward_bound or 1.0))
+        saved_config = json_safe(config)
+        context = health_context(dict(saved_config, reward_bound=args.reward_bound or 1.0))
         if not args.reward_bound:
             context.pop('value_bound', None)
         monitor = make_monitor(args, context)
-        record = dict(algorithm=args.algorithm, agent=agent_config, seed=args.seed, env_name=args.env_name,
+        record = dict(algorithm=args.algorithm, agent=saved_config, seed=args.seed, env_name=args.env_name,
                       env_entry_point=args.env_entry_point, **record_extra)
         self.session = RunSession(args, args.env_name or 'custom', record, monitor, self.total,
                                   desc=f'{args.algorithm} {args.env_name or args.env_entry_point}',
@@ -196,7 +190,8 @@ def example_transition(env, action_kinds, algorithm: str, label: str):
     if ('discrete' if discrete else 'continuous') not in action_kinds:
         fix = 'Use a continuous-control agent, or discretise the actions.' if discrete is False else \
             'Use an agent for discrete actions.'
-        raise TrainingError(f'{algorithm} needs a {" or ".join(action_kinds)} action space, but {label} has {space}. {fix}')
+        raise TrainingError(f'{algorithm} needs a {" or ".join(action_kinds)} action space, but {label} has {space}. '
+                            f'{fix}')
     action = np.int32(0) if discrete else np.zeros(space.shape, np.float32)
     return dict(observations=np.asarray(env.single_observation_space.sample()), actions=action)
 
@@ -214,7 +209,7 @@ def run_online(args, spec):
         from impls.runs.compiled import run_compiled
 
         return run_compiled(args, spec)
-    config = agent_config(args, spec)
+    config = online_config(args, spec)
     try:
         factory = env_factory(args.env_name, args.env_entry_point)
         env = make_vec_env(factory, args.num_envs, args.seed)
@@ -223,13 +218,14 @@ def run_online(args, spec):
         raise TrainingError(str(e)) from e
     except gymnasium.error.Error as e:
         raise TrainingError(f'cannot make environment {args.env_name!r}: {e}') from e
-    example = example_transition(env, spec.agent_cls.action_kinds, args.algorithm, args.env_name or args.env_entry_point)
+    label = args.env_name or args.env_entry_point
+    example = example_transition(env, spec.agent_cls.action_kinds, args.algorithm, label)
+    example_batch = {k: np.asarray(v)[None] for k, v in example.items()}
     space = env.single_action_space
-    discrete = isinstance(space, gymnasium.spaces.Discrete)
-    with config.unlocked():
-        config.action_dim = int(space.n) if discrete else int(np.prod(space.shape))
+    with config.unlocked():  # set from the environment
+        config.action_dim = int(space.n) if isinstance(space, gymnasium.spaces.Discrete) else int(np.prod(space.shape))
     try:
-        agent = spec.agent_cls.create(args.seed, {k: np.asarray(v)[None] for k, v in example.items()}, config)
+        agent = spec.agent_cls.create(args.seed, example_batch, config)
     except ValueError as e:
         raise TrainingError(str(e)) from e
     replay = {**dict(n_step=1, discount=1.0, prioritized=False, alpha=0.6, beta_start=0.4),
@@ -239,7 +235,7 @@ def run_online(args, spec):
                             f'{", ".join(REPLAY_KINDS)}.')
     buffer = EpisodeStore(args.buffer_size, args.num_envs, example, replay['n_step'], replay['discount'],
                           replay['prioritized'], replay['alpha'])
-    run = OnlineRun(args, config, dict(example_batch=example_spec({k: np.asarray(v)[None] for k, v in example.items()})))
+    run = OnlineRun(args, config, dict(example_batch=example_spec(example_batch)))
     total = run.total
     rng = np.random.default_rng([args.seed, 1])
     explore_rng = np.random.default_rng([args.seed, 2])  # exploration on the host (agents with explore_on_host)

@@ -20,11 +20,12 @@ from tqdm import tqdm
 
 from impls.health import HealthMonitor, parse_health_overrides, read_run_metrics
 from impls.utils.checkpoints import Checkpointer
+from impls.utils.config import apply_overrides
 from impls.utils.logging import Logger, NullLogger
 
 
 # Flags that set an agent key (--batch_size is --agent.batch_size): config.json keeps their value once, in `agent`.
-FOLDED_FLAGS = ('agent_overrides', 'batch_size', 'frame_stack', 'eval_temperature')
+AGENT_FLAGS = ('batch_size', 'frame_stack', 'eval_temperature')
 
 
 class TrainingError(ValueError):
@@ -68,6 +69,17 @@ def example_spec(batch: dict) -> dict:
     return {k: dict(shape=list(np.shape(v)[1:]), dtype=str(np.asarray(v).dtype)) for k, v in batch.items()}
 
 
+def agent_config(args, spec):
+    """The agent's get_config() with the preset's and the command line's --agent.KEY values and the flags that set
+    agent keys (AGENT_FLAGS) applied, then the agent's own check: the config every loop starts from."""
+    config = spec.get_config()
+    overrides = dict(args.agent_overrides)
+    overrides.update({k: getattr(args, k) for k in AGENT_FLAGS if getattr(args, k, None) is not None})
+    apply_overrides(config, overrides)
+    check_agent_config(spec, config)
+    return config
+
+
 def check_agent_config(spec, config):
     """The agent's own check of its config (its class's check_config, when it has one), as a TrainingError."""
     check = getattr(spec.agent_cls, 'check_config', None)
@@ -102,7 +114,8 @@ class RunSession:
         self.run_dir = args.save_dir or os.path.join('runs', f'{args.algorithm}-{run_name}-s{args.seed}')
         self.ckpt_dir = args.ckpt_dir or os.path.join(self.run_dir, 'checkpoints')
         self._prepare_run_dir()
-        self.record = dict(record, flags={k: v for k, v in vars(args).items() if k not in FOLDED_FLAGS})
+        flags = {k: v for k, v in vars(args).items() if k not in ('agent_overrides', *AGENT_FLAGS)}
+        self.record = dict(record, flags=flags)
         self.meta = dict(algorithm=record['algorithm'], agent=record['agent'])
         self.checkpointer = Checkpointer(self.ckpt_dir)
         self.logger, self.bar = None, None
