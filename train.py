@@ -42,6 +42,13 @@ def build_parser():
     a('--learning_starts', type=int, default=10_000, help='Online agents: environment steps before the first update.')
     a('--training_steps_per_sample', type=float, default=0.1,
       help='Online agents: gradient updates per environment step (the replay ratio; a fraction accumulates).')
+    a('--train_ratio', type=float, default=None,
+      help='Online agents: replayed steps per environment step, as DreamerV3 counts it (sets '
+      '--training_steps_per_sample = train_ratio / replayed steps per update: batch_size x sequence_length for '
+      'sequence replay, batch_size for transitions). DreamerV3 with batch 16 x 64: 1024 = one update per step.')
+    a('--pixels', type=int, default=None, metavar='N',
+      help='Online agents: observe N x N RGB renders of the environment (render_mode rgb_array), resized when '
+      'collected.')
     a('--buffer_size', type=int, default=10_000, help='Online agents: replay capacity (transitions).')
     a('--expert_ratio_start', type=float, default=0.0,
       help='Online agents, with --expert: probability an episode is driven by the expert, at the start.')

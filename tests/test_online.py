@@ -120,8 +120,18 @@ def test_nan_stops_the_run_with_the_step_and_keeps_the_checkpoint(capsys, tmp_pa
     argv = online(tmp_path / 'r', '--train_steps', '3000', '--ckpt_every', '250', '--agent.lr=1e30',
                   '--agent.max_grad_norm=0', '--learning_starts=600')
     err = _error(capsys, argv)
-    assert 'non-finite training/' in err and 'at environment step 1000' in err and 'last good checkpoint' in err
-    assert Checkpointer(tmp_path / 'r' / 'checkpoints').latest_step() == 750
+    # The parameters are NaN by the checkpoint at 750, before the log row at 1000 sees it: that checkpoint is refused.
+    assert 'parameters are non-finite at environment step 750' in err and '(step 500) is intact' in err
+    assert Checkpointer(tmp_path / 'r' / 'checkpoints').latest_step() == 500
+
+
+def test_nan_names_the_terms_of_the_first_bad_update(capsys, tmp_path):
+    argv = online(tmp_path / 'r', '--train_steps', '3000', '--ckpt_every', '500', '--log_interval', '100',
+                  '--agent.lr=1e30', '--agent.max_grad_norm=0', '--learning_starts=400')
+    err = _error(capsys, argv)
+    # Every metric is NaN a few updates in; the message names what was NaN in the first update that had any.
+    assert 'non-finite ' in err and ' in update ' in err and 'of the interval ending at environment step' in err
+    assert 'critic/target_lag in update 1 of the interval' in err and 'No checkpoint had been written' in err
 
 
 @pytest.mark.parametrize('replay_kind', ['sequences', 'pairs'])

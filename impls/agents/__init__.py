@@ -10,7 +10,7 @@ import dataclasses
 import difflib
 from typing import Callable
 
-from impls.agents import cmd, crl, dqn, gciql
+from impls.agents import cmd, crl, dqn, dreamer, gciql
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,6 +26,7 @@ AGENTS = {
     'crl': AgentSpec('crl', crl.CRLAgent, crl.get_config, 'offline_gc'),
     'gciql': AgentSpec('gciql', gciql.GCIQLAgent, gciql.get_config, 'offline_gc'),
     'dqn': AgentSpec('dqn', dqn.DQNAgent, dqn.get_config, 'online'),
+    'dreamer': AgentSpec('dreamer', dreamer.DreamerAgent, dreamer.get_config, 'online'),
 }
 
 

@@ -216,13 +216,15 @@ class EpisodeStore:
         self.max_priority = max(self.max_priority, float(priority.max()))
         self.tree.set(indices, priority**self.alpha)
 
-    def sample_sequences(self, rng: np.random.Generator, batch_size: int, length: int):
+    def sample_sequences(self, rng: np.random.Generator, batch_size: int, length: int, cross_episodes: bool = True):
         """Windows of `length` consecutive real steps of one env's stream (placeholders dropped), uniform over all
-        such windows of all envs; a window may cross episode boundaries but never the ring's write position.
+        such windows of all envs; a window may cross episode boundaries (unless cross_episodes is False: then it lies
+        within one episode) but never the ring's write position.
 
-        Returns observations (B, T, ...), actions (B, T, ...), rewards (B, T) float32, terminated (B, T) (the step
-        ended its episode in a terminal state) and is_first (B, T) (the step starts an episode: its env's first
-        step, or the previous real step ended an episode, or a reset step was dropped just before it).
+        Returns observations (B, T, ...), next_observations (B, T, ...), actions (B, T, ...), rewards (B, T) float32,
+        terminated (B, T) (the step ended its episode in a terminal state), is_first (B, T) (the step starts an
+        episode: its env's first step, or the previous real step ended an episode, or a reset step was dropped just
+        before it) and age (B,) int32 (real steps of that env held after the window's last step: 0 = the newest).
         """
         self._check_not_empty()
         if length < 1:
@@ -230,25 +232,52 @@ class EpisodeStore:
         order = self._oldest_first()
         real = self.valid[order]  # (rows, E)
         counts = real.sum(0)  # (E,)
-        windows = np.maximum(counts - length + 1, 0)
-        if windows.sum() == 0:
-            raise ValueError(f'sequence length {length} is longer than the {counts.max()} consecutive steps held for '
-                             f'any env; sample shorter sequences or add more steps first.')
-        stream = np.zeros((self.num_envs, counts.max()), np.int64)  # stream[e, i]: the row of env e's i-th step
+        stream = np.zeros((self.num_envs, max(int(counts.max()), 1)), np.int64)  # stream[e, i]: env e's i-th step's row
         for e in range(self.num_envs):
             stream[e, : counts[e]] = order[real[:, e]]
-        ends = np.cumsum(windows)
-        flat = rng.integers(0, ends[-1], batch_size)
-        envs = np.searchsorted(ends, flat, side='right')
-        starts = flat - (ends - windows)[envs]
-        rows, envs = stream[envs[:, None], starts[:, None] + np.arange(length)], envs[:, None]  # (B, T), (B, 1)
+        if cross_episodes:
+            windows = np.maximum(counts - length + 1, 0)
+            if windows.sum() == 0:
+                raise ValueError(f'sequence length {length} is longer than the {counts.max()} consecutive steps held '
+                                 f'for any env; sample shorter sequences or add more steps first.')
+            ends = np.cumsum(windows)
+            flat = rng.integers(0, ends[-1], batch_size)
+            envs = np.searchsorted(ends, flat, side='right')
+            starts = flat - (ends - windows)[envs]
+        else:
+            envs, starts = self._starts_within_episodes(rng, batch_size, length, stream, counts)
+        rows, env_col = stream[envs[:, None], starts[:, None] + np.arange(length)], envs[:, None]  # (B, T), (B, 1)
         return dict(
-            observations=self.data['observations'][rows, envs],
-            actions=self.data['actions'][rows, envs],
-            rewards=self.data['rewards'][rows, envs],
-            terminated=self.data['terminated'][rows, envs],
-            is_first=self.is_first[rows, envs],
+            observations=self.data['observations'][rows, env_col],
+            next_observations=self.data['next_observations'][rows, env_col],
+            actions=self.data['actions'][rows, env_col],
+            rewards=self.data['rewards'][rows, env_col],
+            terminated=self.data['terminated'][rows, env_col],
+            is_first=self.is_first[rows, env_col],
+            age=(counts[envs] - starts - length).astype(np.int32),
         )
+
+    def _starts_within_episodes(self, rng, batch_size, length, stream, counts):
+        """(envs, starts) of windows that never cross an episode end, uniform over all such windows."""
+        envs_all, starts_all = [], []
+        for e in range(self.num_envs):
+            first = self.is_first[stream[e, : counts[e]], e]
+            episode_start = np.maximum.accumulate(np.where(first, np.arange(counts[e]), 0))  # each step's episode start
+            done = self.data['done'][stream[e, : counts[e]], e]
+            # A window starting at i fits if no episode starts inside (i, i + length) and no step in it but the last
+            # ends an episode: equivalently, step i + length - 1 belongs to the episode of step i.
+            i = np.arange(max(counts[e] - length + 1, 0))
+            ok = episode_start[i + length - 1] == episode_start[i] if len(i) else np.zeros(0, bool)
+            ends_before = np.concatenate([[0], np.cumsum(done)])  # ends_before[j]: episode ends among steps < j
+            ok &= ends_before[i + length - 1] == ends_before[i]
+            envs_all.append(np.full(int(ok.sum()), e)), starts_all.append(i[ok])
+        envs_all, starts_all = np.concatenate(envs_all), np.concatenate(starts_all)
+        if len(starts_all) == 0:
+            raise ValueError(f'sequence length {length} is longer than every episode held, and sequences may not cross '
+                             f'episode ends (cross_episodes=False). Lower --agent.sequence_length, or let sequences '
+                             f'cross episode ends (--agent.cross_episodes=true: is_first resets the state).')
+        pick = rng.integers(0, len(starts_all), batch_size)
+        return envs_all[pick], starts_all[pick]
 
     def sample_pairs(self, rng: np.random.Generator, batch_size: int):
         """(state, later state of the same episode) pairs for hindsight relabelling, from the steps still held.

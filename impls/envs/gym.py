@@ -39,11 +39,38 @@ def _to_channels_last(obs):
     return np.moveaxis(np.asarray(obs), 0, -1)
 
 
-class EnvFactory:
-    """Makes one environment; a picklable callable (no closures), so a vector env can be checkpointed."""
+class RenderObservation(gymnasium.ObservationWrapper):
+    """Observations are the environment's own `render()` frames, resized to size x size RGB uint8 when collected
+    (so replay holds small frames and no batch is ever resized)."""
 
-    def __init__(self, env_id: str | None, entry_point: str | None = None, atari_frame_stack: int = 4):
+    def __init__(self, env, size: int):
+        super().__init__(env)
+        self.size = size
+        self.observation_space = gymnasium.spaces.Box(0, 255, (size, size, 3), np.uint8)
+
+    def observation(self, observation):
+        from PIL import Image
+
+        frame = np.asarray(self.env.render())
+        if frame.ndim != 3:
+            raise EnvError(f'--pixels: render() of {self.env.spec.id if self.env.spec else self.env} gave an array of '
+                           f'shape {frame.shape}, not an RGB frame.')
+        return np.asarray(Image.fromarray(frame[..., :3]).resize((self.size, self.size), Image.BILINEAR))
+
+
+class EnvFactory:
+    """Makes one environment; a picklable callable (no closures), so a vector env can be checkpointed.
+
+    Continuous actions are rescaled to [-1, 1] (gymnasium's RescaleAction) when the space has other finite bounds;
+    `pixels` N replaces observations by N x N RGB renders."""
+
+    def __init__(self, env_id: str | None, entry_point: str | None = None, atari_frame_stack: int = 4,
+                 pixels: int | None = None):
         self.env_id, self.entry_point, self.atari_frame_stack = env_id, entry_point, atari_frame_stack
+        self.pixels = pixels
+        if pixels is not None and (entry_point or is_atari(env_id or '')):
+            raise EnvError('--pixels renders a gymnasium environment from the registry; Atari and --env_entry_point '
+                           'environments give their own observations (drop --pixels).')
         if entry_point:
             load_object(entry_point, '--env_entry_point')  # fail now, with the reason, not inside the vector env
             return
@@ -75,13 +102,27 @@ class EnvFactory:
             return gymnasium.wrappers.TransformObservation(
                 env, _to_channels_last, gymnasium.spaces.Box(0, 255, (84, 84, self.atari_frame_stack), np.uint8))
         else:
-            env = gymnasium.make(self.env_id)
+            try:
+                env = gymnasium.make(self.env_id, **({'render_mode': 'rgb_array'} if self.pixels else {}))
+                if self.pixels:
+                    env.reset(seed=0)
+                    env.render()
+            except gymnasium.error.DependencyNotInstalled as e:
+                raise EnvError(f'--pixels: rendering {self.env_id} needs a package that is not installed ({e}). '
+                               f"Install it (pip install -e '.[pixels]').") from e
+            if self.pixels:
+                env = RenderObservation(env, self.pixels)
+        space = env.action_space
+        if (isinstance(space, gymnasium.spaces.Box) and np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high))
+                and not (np.all(space.low == -1) and np.all(space.high == 1))):
+            env = gymnasium.wrappers.RescaleAction(env, -1.0, 1.0)
         return gymnasium.wrappers.RecordEpisodeStatistics(env)
 
 
-def env_factory(env_id: str | None, entry_point: str | None = None, atari_frame_stack: int = 4):
+def env_factory(env_id: str | None, entry_point: str | None = None, atari_frame_stack: int = 4,
+                pixels: int | None = None):
     """A picklable zero-argument callable that makes one environment."""
-    return EnvFactory(env_id, entry_point, atari_frame_stack)
+    return EnvFactory(env_id, entry_point, atari_frame_stack, pixels)
 
 
 def make_vec_env(factory, num_envs: int, seed: int):

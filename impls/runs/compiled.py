@@ -32,19 +32,26 @@ def _check_supported(args, replay):
         refused.append('--env_entry_point (a Python environment): drop --env_backend jax')
     if args.expert:
         refused.append('--expert (the expert curriculum calls a host policy every step): drop --env_backend jax')
-    if replay['kind'] != 'transitions':
-        refused.append(f'{replay["kind"]} replay (the device replay serves n-step transitions): drop --env_backend jax')
-    elif replay['prioritized']:
+    if args.pixels:
+        refused.append('--pixels (the jax environments give their state only): drop --env_backend jax')
+    if replay['kind'] not in ('transitions', 'sequences'):
+        refused.append(f'{replay["kind"]} replay (the device replay serves n-step transitions and sequences): drop '
+                       f'--env_backend jax')
+    elif replay['kind'] == 'sequences' and not replay.get('cross_episodes', True):
+        refused.append('sequences within episodes (--agent.cross_episodes=false): the device replay samples windows '
+                       'across episode ends; drop one of them')
+    elif replay.get('prioritized'):
         refused.append('--agent.prioritized (its sum-tree lives on the host): drop it or --env_backend jax')
     if refused:
         raise TrainingError('--env_backend jax does not support ' + '; '.join(refused) + '.')
-    if args.buffer_size // args.num_envs <= replay['n_step']:
+    if replay['kind'] == 'transitions' and args.buffer_size // args.num_envs <= replay['n_step']:
         raise TrainingError(f'replay buffer {args.buffer_size} over {args.num_envs} envs holds too few steps per env '
                             f'for {replay["n_step"]}-step returns; raise --buffer_size.')
 
 
-def init_state(env, agent_leaves, buffer_size, num_envs, seed, ring):
-    """The whole loop state as one pytree (everything but the agent is plain arrays)."""
+def init_state(env, agent_leaves, buffer_size, num_envs, seed, ring, carry=()):
+    """The whole loop state as one pytree (everything but the agent is plain arrays); `carry` is the agent's state
+    carried between steps (per env)."""
     key, reset_key = jax.random.split(jax.random.PRNGKey(seed + 1_000_003))
     env_state, obs = jax.vmap(env.reset)(jax.random.split(reset_key, num_envs))
     per_env = buffer_size // num_envs
@@ -54,17 +61,37 @@ def init_state(env, agent_leaves, buffer_size, num_envs, seed, ring):
         next_observations=jnp.zeros(shape + env.observation_shape, jnp.float32),
         actions=jnp.zeros(shape, jnp.int32), rewards=jnp.zeros(shape, jnp.float32),
         terminated=jnp.zeros(shape, bool), done=jnp.zeros(shape, bool),
+        is_first=jnp.zeros(shape, bool),  # the step starts an episode (the env's first, or one after an end)
     )
     return dict(
         agent=agent_leaves, replay=replay, pos=jnp.int32(0), rows=jnp.int32(0),
         env_state=env_state, elapsed=jnp.zeros(num_envs, jnp.int32), obs=obs,
         episode_return=jnp.zeros(num_envs, jnp.float32), key=key, step=jnp.int32(0), updates_due=jnp.float32(0),
         recent_returns=jnp.zeros(ring, jnp.float32), returns_seen=jnp.int32(0),  # ring of finished episodes
+        carry=carry, episode_start=jnp.ones(num_envs, bool),
     )
 
 
+def sample_sequences(state, key, c, num_envs):
+    """Uniform windows of c['length'] consecutive steps of one env, possibly across episode ends (is_first), from the
+    device replay: the layout of EpisodeStore.sample_sequences."""
+    per_env, length = c['buffer_size'] // num_envs, c['length']
+    env_key, start_key = jax.random.split(key)
+    envs = jax.random.randint(env_key, (c['batch_size'],), 0, num_envs)
+    starts = jax.random.randint(start_key, (c['batch_size'],), 0, state['rows'] - length + 1)  # from the oldest
+    rows = (state['pos'] - state['rows'] + starts[:, None] + jnp.arange(length)) % per_env  # (B, T)
+    data = state['replay']
+    batch = {k: data[k][rows, envs[:, None]] for k in ('observations', 'next_observations', 'actions', 'rewards',
+                                                       'terminated', 'is_first')}
+    batch['age'] = (state['rows'] - starts - length).astype(jnp.int32)
+    return batch
+
+
 def sample_batch(state, key, c, num_envs):
-    """A uniform n-step batch from the device replay (`c`: buffer_size, batch_size, n_step, discount)."""
+    """A uniform batch from the device replay (`c`: buffer_size, batch_size, n_step, discount, kind, length): n-step
+    transitions, or sequences."""
+    if c['kind'] == 'sequences':
+        return sample_sequences(state, key, c, num_envs)
     per_env = c['buffer_size'] // num_envs
     eligible = state['rows'] - (c['n_step'] - 1)  # the newest n - 1 rows lack their n-step future
     flat = jax.random.randint(key, (c['batch_size'],), 0, eligible * num_envs)
@@ -74,7 +101,7 @@ def sample_batch(state, key, c, num_envs):
     return batch
 
 
-def make_run_steps(env, treedef, update_fn, num_metrics, c, num_envs, total):
+def make_run_steps(env, treedef, update_fn, num_metrics, c, num_envs, total, fresh_carry=()):
     """jit(fn(state, vector_steps) -> (state, interval stats)): that many vector steps of the loop (`c`: the
     replay's sizes and the loop settings learning_starts and training_steps_per_sample)."""
     per_env = c['buffer_size'] // num_envs
@@ -93,26 +120,30 @@ def make_run_steps(env, treedef, update_fn, num_metrics, c, num_envs, total):
         # The agent draws its exploration from split(state key, 4)[1:3]; [0] is the loop's next key, [3] resets.
         key, _, _, reset_key = jax.random.split(state['key'], 4)
         agent = jax.tree.unflatten(treedef, state['agent'])
-        actions, _ = agent.act((), state['obs'], None, state['key'], 'explore', progress=(state['step'], total))
+        actions, carry = agent.act(state['carry'], state['obs'], None, state['key'], 'explore',
+                                   progress=(state['step'], total))
         env_state, elapsed, obs, final_obs, reward, terminated, truncated = jax.vmap(
             lambda s, t, a, k: auto_reset_step(env, s, t, a, k))(
             state['env_state'], state['elapsed'], actions, jax.random.split(reset_key, num_envs))
         done = terminated | truncated
         transition = dict(observations=state['obs'], actions=actions, rewards=reward, next_observations=final_obs,
-                          terminated=terminated, done=done)
-        replay = {k: state['replay'][k].at[state['pos']].set(transition[k]) for k in FIELDS}
+                          terminated=terminated, done=done, is_first=state['episode_start'])
+        replay = {k: state['replay'][k].at[state['pos']].set(transition[k]) for k in (*FIELDS, 'is_first')}
+        # An env whose episode ended acts next from its reset observation: its carried state starts afresh.
+        carry = jax.tree.map(lambda x, f: jnp.where(done.reshape((-1,) + (1,) * (x.ndim - 1)), f, x), carry,
+                             fresh_carry)
         episode_return = state['episode_return'] + reward
         ring = state['recent_returns'].shape[0]
         slots = state['returns_seen'] + jnp.cumsum(done) - 1
         recent = state['recent_returns'].at[jnp.where(done, slots % ring, ring)].set(episode_return, mode='drop')
         step = state['step'] + num_envs
-        learning = (step >= c['learning_starts']) & (state['rows'] + 1 >= c['n_step'])
+        learning = (step >= c['learning_starts']) & (state['rows'] + 1 >= c['min_rows'])
         updates_due = state['updates_due'] + jnp.where(learning, ratio, 0.0)
         state = dict(
             state, replay=replay, pos=(state['pos'] + 1) % per_env, rows=jnp.minimum(state['rows'] + 1, per_env),
             env_state=env_state, elapsed=elapsed, obs=obs, episode_return=jnp.where(done, 0.0, episode_return),
             key=key, step=step, updates_due=updates_due - jnp.floor(updates_due),
-            recent_returns=recent, returns_seen=state['returns_seen'] + done.sum(),
+            recent_returns=recent, returns_seen=state['returns_seen'] + done.sum(), carry=carry, episode_start=done,
         )
         return jax.lax.fori_loop(0, jnp.floor(updates_due).astype(jnp.int32), update, (state, stats))
 
@@ -155,19 +186,25 @@ def run_compiled(args, spec):
     run = OnlineRun(args, config, dict(example_batch=example_spec(example)))
     total = run.total
     leaves, treedef = jax.tree.flatten(agent)
-    state = init_state(env, leaves, args.buffer_size, num_envs, args.seed, ring=max(100, args.slope_window))
+    fresh_carry = agent.initial_carry(num_envs)
+    state = init_state(env, leaves, args.buffer_size, num_envs, args.seed, ring=max(100, args.slope_window),
+                       carry=fresh_carry)
     if args.resume:
         agent, _, loop = run.session.restore(agent)
-        state = dict(jax.tree.map(jnp.asarray, loop['state']), agent=jax.tree.leaves(agent))
+        saved = jax.tree.map(jnp.asarray, loop['state'])
+        # Checkpoints written before sequence replay lack is_first, the carry and episode starts: keep the fresh ones.
+        saved['replay'] = {**state['replay'], **saved['replay']}
+        state = dict(state, **saved, agent=jax.tree.leaves(agent))
         print(f'Resumed {run.run_dir} at environment step {int(state["step"])}.')
     step = int(state['step'])
     run.session.start(step)
-    c = dict(buffer_size=args.buffer_size, batch_size=int(config.batch_size), n_step=replay['n_step'],
-             discount=replay['discount'], learning_starts=args.learning_starts,
-             training_steps_per_sample=args.training_steps_per_sample)
+    c = dict(buffer_size=args.buffer_size, batch_size=int(config.batch_size), n_step=replay.get('n_step', 1),
+             discount=replay.get('discount', 1.0), learning_starts=args.learning_starts, kind=replay['kind'],
+             length=replay.get('length', 1), training_steps_per_sample=args.training_steps_per_sample)
+    c['min_rows'] = c['length'] if replay['kind'] == 'sequences' else c['n_step']  # rows before a batch can be drawn
     example_batch = jax.eval_shape(lambda s: sample_batch(s, s['key'], c, num_envs), state)
     update_fn, names = metric_vector_update(treedef, leaves, example_batch)
-    run_steps = make_run_steps(env, treedef, update_fn, len(names), c, num_envs, total)
+    run_steps = make_run_steps(env, treedef, update_fn, len(names), c, num_envs, total, fresh_carry)
     factory = env_factory(args.env_name)  # evaluation runs on gymnasium's own environment
     next_log = (step // args.log_interval + 1) * args.log_interval
     next_eval = (step // run.eval_interval + 1) * run.eval_interval
@@ -193,7 +230,7 @@ def run_compiled(args, spec):
                     'charts/expert_ratio': 0.0,
                     'charts/agent_return': float(np.mean(returns[-100:])) if returns else float('nan'),
                     'charts/reward_slope': trend_slope(returns[-args.slope_window:]),
-                    'charts/replay_ratio': n * config.batch_size / max(done_steps, 1),
+                    'charts/replay_ratio': n * config.batch_size * c['length'] / max(done_steps, 1),
                     'charts/buffer_size': int(state['rows']) * num_envs,
                     'time/steps_per_second': done_steps / max(elapsed, 1e-9),
                 })

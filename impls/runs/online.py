@@ -107,10 +107,14 @@ def online_config(args, spec):
         raise TrainingError(f'batch size {config.batch_size} is larger than the replay buffer ({args.buffer_size}); '
                             f'raise --buffer_size or lower --batch_size.')
     total = args.train_steps or DEFAULT_TRAIN_STEPS
+    resolve_train_ratio(args, config, {**dict(kind='transitions'), **spec.agent_cls.replay(config)}, total)
     if config.get('lr_end') is not None and not config.get('lr_decay_steps'):
         updates = (total - args.learning_starts) * args.training_steps_per_sample / config.get('grad_accum', 1)
         config.lr_decay_steps = max(1, int(updates))
     return config
+
+
+NAN_KNOBS = 'Lower --agent.lr, clip gradients (--agent.max_grad_norm) or clamp targets (--agent.target_clamp).'
 
 
 class OnlineRun:
@@ -142,8 +146,7 @@ class OnlineRun:
         metrics = {k: v for k, v in metrics.items() if not (isinstance(v, float) and np.isnan(v) and 'return' in k)}
         self.session.flush_episodes()
         self.session.log('train', step, metrics)
-        self.session.check_finite(step, metrics, 'Lower --agent.lr, clip gradients (--agent.max_grad_norm) or clamp '
-                                  'targets (--agent.target_clamp).')
+        self.session.check_finite(step, metrics, NAN_KNOBS)
 
     def evaluate(self, step, agent, factory, last10):
         """Greedy return over --eval_episodes episodes, logged and shown."""
@@ -178,8 +181,38 @@ def sample_replay(store: EpisodeStore, replay: dict, rng, batch_size: int, beta:
     if replay['kind'] == 'transitions':
         return store.sample_transitions(rng, batch_size, beta)
     if replay['kind'] == 'sequences':
-        return store.sample_sequences(rng, batch_size, replay['length'])
+        try:
+            return store.sample_sequences(rng, batch_size, replay['length'], replay.get('cross_episodes', True))
+        except ValueError as e:
+            raise TrainingError(str(e)) from e
     return store.sample_pairs(rng, batch_size)
+
+
+def replayed_per_update(config, replay: dict) -> int:
+    """Environment steps one update replays: batch_size x sequence length, or batch_size."""
+    return int(config.batch_size) * (int(replay['length']) if replay['kind'] == 'sequences' else 1)
+
+
+def resolve_train_ratio(args, config, replay: dict, total: int):
+    """Sets --training_steps_per_sample from --train_ratio (replayed steps per environment step, DreamerV3's count)
+    and refuses a ratio or replay size the run cannot meet."""
+    per_update = replayed_per_update(config, replay)
+    if args.train_ratio is not None:
+        if args.train_ratio <= 0:
+            raise TrainingError(f'--train_ratio {args.train_ratio}: must be positive (replayed steps per environment '
+                                f'step; DreamerV3 uses 32-1024).')
+        args.training_steps_per_sample = args.train_ratio / per_update
+    updates = (total - args.learning_starts) * args.training_steps_per_sample
+    if args.train_ratio is not None and (args.learning_starts >= total or updates < 1):
+        ratio = args.training_steps_per_sample * per_update
+        raise TrainingError(
+            f'this run would never update: {total} environment steps, learning from step {args.learning_starts}, at '
+            f'{args.training_steps_per_sample:.3g} updates per step (train ratio {ratio:.3g} replayed steps per '
+            f'environment step, {per_update} per update) gives {updates:.2f} updates. Raise --train_ratio or '
+            f'--train_steps, or lower --learning_starts.')
+    if replay['kind'] == 'sequences' and args.buffer_size // args.num_envs < replay['length']:
+        raise TrainingError(f'replay holds {args.buffer_size // args.num_envs} steps per env, fewer than one '
+                            f'{replay["length"]}-step sequence; raise --buffer_size or lower --agent.sequence_length.')
 
 
 def example_transition(env, action_kinds, algorithm: str, label: str):
@@ -211,7 +244,7 @@ def run_online(args, spec):
         return run_compiled(args, spec)
     config = online_config(args, spec)
     try:
-        factory = env_factory(args.env_name, args.env_entry_point)
+        factory = env_factory(args.env_name, args.env_entry_point, pixels=args.pixels)
         env = make_vec_env(factory, args.num_envs, args.seed)
         expert = load_expert(args.expert)
     except EnvError as e:
@@ -278,6 +311,7 @@ def run_online(args, spec):
     next_eval = next_multiple(step, run.eval_interval)
     next_ckpt = next_multiple(step, run.ckpt_every)
     batch_size = int(config.batch_size)
+    replayed = replayed_per_update(config, replay)
     prioritized = replay['prioritized']
     ret, progress = None, (step, total)
     try:
@@ -295,6 +329,10 @@ def run_online(args, spec):
                 actions = np.where(expert_episode, expert_actions, actions).astype(np.int32)
             next_obs, reward, terminated, truncated, info = env.step(actions)
             valid = ~prev_done  # the step after an episode end only resets that env
+            if not np.isfinite(reward).all() or (next_obs.dtype.kind == 'f' and not np.isfinite(next_obs).all()):
+                raise TrainingError(f'{label} returned a non-finite reward or observation at environment step {step} '
+                                    f'(reward {reward}); replay keeps only finite data. Fix the environment or wrap '
+                                    f'it to clip or replace such values.')
             done = terminated | truncated
             buffer.add(dict(observations=obs, actions=actions, rewards=reward, next_observations=next_obs,
                             terminated=terminated, done=done), valid=valid)
@@ -333,6 +371,7 @@ def run_online(args, spec):
                 reduced = {}
                 if interval_infos:
                     table = np.stack(jax.device_get(interval_infos)).astype(np.float64)  # (updates, metrics)
+                    run.session.check_finite_updates(step, fast.metric_names, table, NAN_KNOBS)
                     reduced = {k: getattr(np, reduction(k))(values) for k, values in zip(fast.metric_names, table.T)}
                 charts = {f'charts/{k}': v for k, v in exploration_info(progress).items()}
                 charts.update({
@@ -340,7 +379,7 @@ def run_online(args, spec):
                     'charts/agent_return': float(np.mean(agent_returns)) if agent_returns else float('nan'),
                     'charts/expert_return': float(np.mean(expert_returns)) if expert_returns else float('nan'),
                     'charts/reward_slope': trend_slope([r for _, r in all_agent_returns[-args.slope_window:]]),
-                    'charts/replay_ratio': interval_updates * batch_size / max(timer_steps, 1),
+                    'charts/replay_ratio': interval_updates * replayed / max(timer_steps, 1),
                     'charts/buffer_size': len(buffer),
                     'time/steps_per_second': timer_steps / max(elapsed, 1e-9),
                 })

@@ -15,6 +15,7 @@ import json
 import os
 import pickle
 
+import jax
 import numpy as np
 from tqdm import tqdm
 
@@ -163,15 +164,31 @@ class RunSession:
         self.bar = tqdm(total=self.total, initial=step, desc=self.desc, unit='step',
                         disable=args.no_progress or not self.primary, dynamic_ncols=True)
 
+    def _last_good(self) -> str:
+        latest = self.checkpointer.latest_step()
+        if latest is None:
+            return f'No checkpoint had been written in {self.ckpt_dir} yet.'
+        return f'The last good checkpoint in {self.ckpt_dir} (step {latest}) is intact.'
+
     def check_finite(self, step: int, metrics: dict, knobs: str, show_value: bool = False):
         """Stops the run on a non-finite training metric, the last good checkpoint untouched."""
         bad = [k for k, v in metrics.items() if k.startswith('training/') and not np.all(np.isfinite(v))]
         if bad:
             value = f' = {metrics[bad[0]]}' if show_value else ''
             raise TrainingError(
-                f'non-finite {bad[0]}{value} at {self.step_name} {step}; stopping. The last good checkpoint in '
-                f'{self.ckpt_dir} (step {self.checkpointer.latest_step()}) is intact. {knobs}'
-            )
+                f'non-finite {bad[0]}{value} at {self.step_name} {step}; stopping. {self._last_good()} {knobs}')
+
+    def check_finite_updates(self, step: int, names, table, knobs: str):
+        """Stops the run at the first update of an interval whose metrics (a row of `table`, (updates, metrics)) are
+        not all finite, naming the terms that went bad in that update (later updates are NaN everywhere)."""
+        finite = np.isfinite(table)
+        if finite.all():
+            return
+        row = int(np.argmin(finite.all(1)))
+        bad = [n for n, ok in zip(names, finite[row]) if not ok]
+        raise TrainingError(
+            f'non-finite {", ".join(bad)} in update {row + 1} of the interval ending at {self.step_name} {step}; '
+            f'stopping. {self._last_good()} {knobs}')
 
     def log(self, kind: str, step: int, metrics: dict) -> dict:
         """Feeds a row to the health monitor and logs it with the monitor's health/* values; returns the row."""
@@ -189,7 +206,13 @@ class RunSession:
         self.episodes.clear()
 
     def save(self, step: int, agent, meta_extra: dict | None = None, loop=None):
-        """A checkpoint at `step`: the agent, its metadata, and (when given) the loop's own state, each atomic."""
+        """A checkpoint at `step`: the agent, its metadata, and (when given) the loop's own state, each atomic. An
+        agent with non-finite parameters is never saved: the last good checkpoint stays the latest."""
+        leaves = [x for x in jax.tree.leaves(agent) if np.issubdtype(np.asarray(x).dtype, np.floating)]
+        if not all(bool(np.isfinite(np.asarray(x)).all()) for x in leaves):
+            raise TrainingError(
+                f'the agent\'s parameters are non-finite at {self.step_name} {step}; not saving them. '
+                f'{self._last_good()} Lower --agent.lr.')
         if self.episodes:
             self.flush_episodes()
         if loop is not None:

@@ -59,3 +59,26 @@ class Categorical(flax.struct.PyTreeNode):
 
     def entropy(self):
         return -jnp.sum(self.probs * self.log_probs, axis=-1)
+
+
+def unimix(logits, mix: float):
+    """Log-probabilities of (1 - mix) softmax(logits) + mix / K over the last axis (DreamerV3's 1% uniform mix:
+    no class's probability reaches 0, so KL terms and log-probabilities stay finite)."""
+    if not mix:
+        return jax.nn.log_softmax(logits, -1)
+    probs = (1.0 - mix) * jax.nn.softmax(logits, -1) + mix / logits.shape[-1]
+    return jnp.log(probs)
+
+
+def categorical_kl(logits_p, logits_q):
+    """KL(p || q) over the last axis, from (normalised or not) logits."""
+    log_p, log_q = jax.nn.log_softmax(logits_p, -1), jax.nn.log_softmax(logits_q, -1)
+    return jnp.sum(jnp.exp(log_p) * (log_p - log_q), -1)
+
+
+def straight_through_onehot(key, logits):
+    """A one-hot sample of Categorical(logits) whose gradient is that of the probabilities (straight-through)."""
+    index = jax.random.categorical(key, logits, -1)
+    onehot = jax.nn.one_hot(index, logits.shape[-1], dtype=logits.dtype)
+    probs = jax.nn.softmax(logits, -1)
+    return onehot + probs - jax.lax.stop_gradient(probs)
