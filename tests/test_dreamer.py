@@ -175,3 +175,18 @@ def test_refusals(tmp_path, extra, message, capsys):
     with pytest.raises(SystemExit):
         _train(tmp_path, '--agent.encoder=mlp', *extra)
     assert message in capsys.readouterr().err
+
+
+def test_compiled_loop_trains_dreamer_and_resumes(tmp_path):
+    """--env_backend jax: acting with the RSSM carry, device sequence replay and updates in one jitted loop."""
+    summary, save = _train(tmp_path, '--env_backend', 'jax', '--train_steps', '200', '--ckpt_every', '100',
+                           '--eval_episodes', '1')
+    header = open(os.path.join(save, 'train.csv')).read().splitlines()[0].split(',')
+    last = open(os.path.join(save, 'train.csv')).read().splitlines()[-1].split(',')
+    assert 'training/world_model/loss' in header and np.isfinite(float(last[header.index('training/world_model/loss')]))
+    assert abs(float(last[header.index('charts/replay_ratio')]) - 32.0) < 1e-6  # one 4 x 8 update per step
+    import train
+
+    train.main(['--resume', '--save_dir', save, '--train_steps', '300', '--no_progress', '--wandb_mode', 'disabled',
+                '--eval_episodes', '1'])
+    assert open(os.path.join(save, 'train.csv')).read().splitlines()[-1].split(',')[header.index('step')] == '300'

@@ -141,7 +141,7 @@ def test_bad_configuration_is_reported():
         parse_health_overrides([], disable=['nope'])
     assert parse_health_overrides(['value_divergence.growth=3']) == {'value_divergence': {'growth': 3.0}}
     assert set(DETECTORS) == {'value_divergence', 'objective_mismatch', 'goal_ignoring', 'critic_at_chance', 'epoch_shock', 'gradient',
-                              'target_tracking', 'entropy'}
+                              'target_tracking', 'entropy', 'world_model'}
 
 
 def test_report_on_demand_with_gaps_and_nans(tmp_path, capsys):
@@ -166,3 +166,27 @@ def test_values_rising_towards_their_bound_are_not_divergence():
     # Without a known bound, the same 10x growth within the window is flagged.
     fast = [(s, {'training/critic/q_max': v}) for s, v in zip(steps(10), np.geomspace(3, 90, 10))]
     assert 'value_divergence' in run(fast)[1]
+
+
+def test_world_model_floor_lag_and_optimism():
+    def row(kl=2.0, below=0.0, fresh=1.0, old=1.0, imagined=10.0, real=10.0):
+        return {'training/world_model/kl_dyn': kl, 'training/world_model/kl_below_floor': below,
+                'training/world_model/loss_fresh': fresh, 'training/world_model/loss_old': old,
+                'training/imagination/start_return': imagined, 'training/imagination/replay_return': real,
+                'training/grad/prior_norm': 0.0 if below >= 0.99 else 1.0}
+
+    context = {'free_nats': 1.0, 'free_bits': 'clip'}
+    healthy = [(s, row()) for s in steps(10)]
+    monitor, fired, values, _ = run(healthy, context)
+    assert 'world_model' not in fired and values[0]['health/world_model'] == 2.0
+    floor = [(s, row(kl=0.5, below=1.0)) for s in steps(6)]
+    monitor, fired, _, _ = run(floor, context)
+    assert fired['world_model'] == 5000 and fired['gradient'] == 5000  # the prior's gradient norm vanished too
+    assert any('no gradient' in a.message for a in monitor.alarms if a.detector == 'world_model')
+    assert 'world_model' not in run(floor, {'free_nats': 1.0, 'free_bits': 'straight_through'})[1]
+    lag = [(s, row(fresh=2.0, old=1.0)) for s in steps(4)]
+    monitor, fired, _, _ = run(lag, context)
+    assert fired['world_model'] == 3000 and 'lags the policy' in monitor.alarms[0].message
+    optimistic = [(s, row(imagined=40.0, real=10.0)) for s in steps(4)]
+    monitor, fired, _, _ = run(optimistic, context)
+    assert fired['world_model'] == 3000 and 'exploiting errors' in monitor.alarms[0].message

@@ -76,6 +76,7 @@ class ValueDivergence(Detector):
         self.active = set()
 
     keys = ('training/critic/q_max', 'training/critic/q_min', 'training/actor/q_mean', 'training/value/v_min',
+            'training/critic/v_max', 'training/critic/v_min',
             'training/critic/target_max', 'training/critic/target_min')
 
     def observe(self, step, metrics, context):
@@ -428,7 +429,71 @@ class EntropyCollapse(Detector):
         )
 
 
+@dataclasses.dataclass
+class WorldModelHealth(Detector):
+    """World-model agents (Dreamer). (1) The dynamics KL at or below its free-nats floor for `floor_logs` logs under
+    DreamerV3's max(KL, free): the prior then learns nothing (training/grad/prior_norm is 0). (2) The world model
+    fitting the newest data worse than older data, loss_fresh / loss_old above `lag_ratio` for `lag_logs` logs: the
+    model lags the policy now collecting data. (3) Imagined returns above the real lambda-returns of the same replayed
+    states by more than `optimism` of their size for `optimism_logs` logs: the actor exploits model errors.
+    health/world_model = dynamics KL / free nats."""
+
+    floor_logs: int = 5
+    lag_ratio: float = 1.5
+    lag_logs: int = 3
+    optimism: float = 0.5
+    optimism_logs: int = 3
+    name = 'world_model'
+    keys = ('training/world_model/kl_dyn', 'training/world_model/loss_fresh', 'training/world_model/loss_old',
+            'training/imagination/start_return', 'training/imagination/replay_return', 'training/grad/prior_norm')
+
+    def reset_state(self):
+        super().reset_state()
+        self.counts = {'floor': 0, 'lag': 0, 'optimism': 0}
+        self.reported = set()
+
+    def _count(self, kind, condition, needed, text):
+        self.counts[kind] = self.counts[kind] + 1 if condition else 0
+        if self.counts[kind] >= needed and kind not in self.reported:
+            self.reported.add(kind)
+            return text
+        return None
+
+    def observe(self, step, metrics, context):
+        kl = metrics.get('training/world_model/kl_dyn')
+        if kl is None or not np.isfinite(kl):
+            return None, None
+        free = context.get('free_nats') or 0.0
+        messages = []
+        below = metrics.get('training/world_model/kl_below_floor', 0.0)
+        if free and context.get('free_bits', 'clip') == 'clip':
+            messages.append(self._count('floor', below >= 0.99, self.floor_logs, (
+                f'the dynamics KL sits at its floor: {100 * below:.0f}% of steps below free nats {free:g} (mean KL '
+                f'{kl:.3g}) for {self.floor_logs} logs at step {step}, and under max(KL, free) the prior gets no '
+                f'gradient there (training/grad/prior_norm = {metrics.get("training/grad/prior_norm", float("nan")):.3g}). '
+                'Usually harmless once the model is good; if predictions from imagination are poor, use '
+                '--agent.free_bits=straight_through (the gradient passes below the floor) or lower --agent.free_nats.')))
+        fresh, old = metrics.get('training/world_model/loss_fresh'), metrics.get('training/world_model/loss_old')
+        if fresh is not None and old is not None and old > 0:
+            ratio = fresh / old
+            messages.append(self._count('lag', ratio > self.lag_ratio, self.lag_logs, (
+                f'the world model lags the policy: its loss on the newest data is {ratio:.2f}x that on older data for '
+                f'{self.lag_logs} logs at step {step}. The actor is reaching states the model has not learned, so its '
+                'imagination is wrong there. Knobs: a higher --train_ratio (more model updates per step), a larger model, '
+                'a lower actor learning rate.')))
+        imagined, real = metrics.get('training/imagination/start_return'), metrics.get('training/imagination/replay_return')
+        if imagined is not None and real is not None:
+            gap = (imagined - real) / max(1.0, abs(real))
+            messages.append(self._count('optimism', gap > self.optimism, self.optimism_logs, (
+                f'imagined returns exceed real ones: from the same replayed states the model imagines {imagined:.3g}, '
+                f'the real rewards give {real:.3g} ({100 * gap:.0f}% more) for {self.optimism_logs} logs at step {step}. '
+                'The actor is exploiting errors of the world model. Knobs: a higher --train_ratio, a shorter '
+                '--agent.imag_horizon, a larger world model.')))
+        messages = [m for m in messages if m]
+        return (kl / free if free else kl), ('\n'.join(messages) if messages else None)
+
+
 DETECTORS = {cls.name: cls for cls in (ValueDivergence, ObjectiveMismatch, GoalIgnoring, CriticAtChance, EpochShock,
-                                       GradientTrouble, TargetTracking, EntropyCollapse)}
+                                       GradientTrouble, TargetTracking, EntropyCollapse, WorldModelHealth)}
 
 

@@ -228,9 +228,14 @@ def context_from_run(run_dir: str) -> dict:
 
 
 def health_context(agent_config) -> dict:
-    """What the detectors may know about an agent: discount, value bound (|r| <= 1), tau, const_std."""
+    """What the detectors may know about an agent: discount, value bound (|r| <= 1), tau, const_std, free nats."""
     context = {}
     discount = agent_config.get('discount')
+    if not discount and agent_config.get('horizon'):  # Dreamer: the discount is 1 - 1 / horizon
+        discount = 1.0 - 1.0 / agent_config['horizon']
+    if agent_config.get('free_nats') is not None:
+        context['free_nats'] = float(agent_config['free_nats'])
+        context['free_bits'] = agent_config.get('free_bits', 'clip')
     if discount:
         context['discount'] = discount
         context['value_bound'] = agent_config.get('reward_bound', 1.0) / (1.0 - discount)

@@ -210,6 +210,7 @@ def run_compiled(args, spec):
     next_eval = (step // run.eval_interval + 1) * run.eval_interval
     next_ckpt = (step // run.ckpt_every + 1) * run.ckpt_every
     loop_start, loop_start_step, excluded, ret = time.perf_counter(), step, 0.0, None
+    exploration_info = getattr(agent, 'exploration_info', lambda progress: {})  # optional in the contract
     try:
         while step < total:
             target = min(next_log, next_eval if args.eval_episodes > 0 else total, next_ckpt, total)
@@ -226,7 +227,7 @@ def run_compiled(args, spec):
                 reduced = {k: (stats[reduction(k)][i] if reduction(k) != 'mean' else stats['sum'][i] / n)
                            for i, k in enumerate(names)} if n else {}
                 run.log_training(step, reduced, {
-                    **{f'charts/{k}': v for k, v in agent.exploration_info((step, total)).items()},
+                    **{f'charts/{k}': v for k, v in exploration_info((step, total)).items()},
                     'charts/expert_ratio': 0.0,
                     'charts/agent_return': float(np.mean(returns[-100:])) if returns else float('nan'),
                     'charts/reward_slope': trend_slope(returns[-args.slope_window:]),

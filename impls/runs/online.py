@@ -137,12 +137,14 @@ class OnlineRun:
                                   desc=f'{args.algorithm} {args.env_name or args.env_entry_point}',
                                   step_name='environment step')
         self.run_dir, self.monitor = self.session.run_dir, monitor
+        self.started = time.perf_counter()  # wall clock of this process's run, logged as time/elapsed_s
 
     def log_training(self, step, reduced, charts):
         """Logs one interval: `reduced` {metric: value} summarised over its updates, `charts` the loop's own
         figures. A non-finite training metric stops the run, the last good checkpoint untouched."""
         metrics = {f'training/{k}': float(v) for k, v in reduced.items()}
         metrics.update(charts)
+        metrics['time/elapsed_s'] = time.perf_counter() - self.started
         metrics = {k: v for k, v in metrics.items() if not (isinstance(v, float) and np.isnan(v) and 'return' in k)}
         self.session.flush_episodes()
         self.session.log('train', step, metrics)
@@ -151,7 +153,8 @@ class OnlineRun:
     def evaluate(self, step, agent, factory, last10):
         """Greedy return over --eval_episodes episodes, logged and shown."""
         ret = evaluate_online(agent, factory, self.args.eval_episodes, seed=self.args.seed * 1000 + step)
-        self.session.log('eval', step, {'evaluation/episode_return': ret})
+        self.session.log('eval', step, {'evaluation/episode_return': ret,
+                                        'time/elapsed_s': time.perf_counter() - self.started})
         self.session.bar.write(f'step {step}: greedy return {ret:.1f} over {self.args.eval_episodes} episodes; '
                                f'last-10 training return {last10:.1f}')
         return ret
