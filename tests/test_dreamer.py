@@ -159,7 +159,8 @@ def test_train_runs_and_resumes(tmp_path):
 
     train.main(['--resume', '--save_dir', save, '--train_steps', '300', '--no_progress', '--wandb_mode', 'disabled',
                 '--eval_episodes', '1'])
-    steps = [int(r.split(',')[header.index('step')]) for r in open(os.path.join(save, 'train.csv')).read().splitlines()[1:]]
+    lines = open(os.path.join(save, 'train.csv')).read().splitlines()[1:]
+    steps = [int(r.split(',')[header.index('step')]) for r in lines]
     assert steps[-1] == 300
 
 

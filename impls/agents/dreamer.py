@@ -6,8 +6,8 @@ World model, per replayed step (networks in impls/agents/dreamer_rssm.py):
     rec = -log p(o | h, z) (symlog squared error for vectors, squared error for frames), rew = two-hot cross-entropy
     over symexp bins, con = binary cross-entropy of (1 - terminal)(1 - 1 / horizon),
     dyn = max(free, KL[sg(q) || p]),  rep = max(free, KL[q || sg(p)]),  free = 1 nat summed over the latents.
-    free_bits='clip' is DreamerV3's max: below the floor the prior gets no gradient at all (by design). 'straight_through'
-    keeps the floor's value but passes the KL's gradient, so the prior keeps learning below 1 nat.
+    free_bits='clip' is DreamerV3's max: below the floor the prior gets no gradient at all (by design).
+    'straight_through' keeps the floor's value but passes the KL's gradient, so the prior keeps learning below 1 nat.
 Actor-critic, from every posterior state, imagined `imag_horizon` = 15 steps with the prior:
     R_t = lambda-returns (lambda 0.95; the discount 1 - 1/333 lives in the continue head), bootstrapping from
     V(s_{t+1}); advantages (R_t - V(s_t)) / max(1, EMA of the 5th-95th percentile range of R, rate 0.01);
@@ -175,7 +175,10 @@ class DreamerAgent(flax.struct.PyTreeNode):
         # The world model on the newest data vs the rest: a model lagging what the actor now does fits fresh data worse.
         seq_loss = per_step.mean(1)
         fresh = (batch['age'] < c['fresh_steps']).astype(jnp.float32) if 'age' in batch else jnp.zeros(seq_loss.shape)
-        mean_where = lambda m: jnp.where(m.sum() > 0, (seq_loss * m).sum() / jnp.maximum(m.sum(), 1), seq_loss.mean())  # noqa: E731
+
+        def mean_where(m):
+            return jnp.where(m.sum() > 0, (seq_loss * m).sum() / jnp.maximum(m.sum(), 1), seq_loss.mean())
+
         info['world_model/loss_fresh'], info['world_model/loss_old'] = mean_where(fresh), mean_where(1 - fresh)
         return per_step.mean(), info
 
@@ -229,7 +232,7 @@ class DreamerAgent(flax.struct.PyTreeNode):
         weight = sg(jnp.cumprod(cont, 1))
         returns = lambda_return(rewards, cont, values, values, 1.0, c['lambda_'])  # (N, H)
         retnorm, scale = update_percentile_scale(self.retnorm, sg(returns), c['retnorm_rate'])
-        advantage = (returns - values[:, :-1]) / sg(scale)
+        advantage = (returns - sg(values[:, :-1])) / sg(scale)  # the baseline carries no gradient to the states
         dist = self.policy(params['actor'], sg(feats) if not reinforce else feats)
         entropy = dist.entropy()[:, :-1]
         if reinforce:
@@ -290,6 +293,10 @@ class DreamerAgent(flax.struct.PyTreeNode):
         rng, key = jax.random.split(self.rng)
         grads, (info, retnorm) = jax.grad(self.loss, has_aux=True)(self.params, batch, key)
         updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
+        # LaProp's steps are elementwise, so scaling a module's update is running it at its own learning rate.
+        for part in ('actor', 'critic'):
+            ratio = (self.config[f'{part}_lr'] or self.config['lr']) / self.config['lr']
+            updates[part] = jax.tree.map(lambda u, r=ratio: u * r, updates[part])
         params = optax.apply_updates(self.params, updates)
         rate = self.config['slow_critic_rate']
         slow = optax.incremental_update(params['critic'], self.slow_critic, rate)
@@ -339,8 +346,9 @@ class DreamerAgent(flax.struct.PyTreeNode):
     @staticmethod
     def check_config(config):
         if config['free_bits'] not in ('clip', 'straight_through'):
-            raise ValueError(f'--agent.free_bits={config["free_bits"]!r}: expected clip (DreamerV3: max(KL, free), zero '
-                             f'gradient below the floor) or straight_through (the floor\'s value, the KL\'s gradient).')
+            raise ValueError(f'--agent.free_bits={config["free_bits"]!r}: expected clip (DreamerV3: max(KL, free), '
+                             f'zero gradient below the floor) or straight_through (the floor\'s value, the KL\'s '
+                             f'gradient).')
         if config['encoder'] not in ('auto', 'mlp', 'cnn'):
             raise ValueError(f'--agent.encoder={config["encoder"]!r}: expected auto, mlp (vector observations) or cnn '
                              f'(64x64 frames).')
@@ -446,7 +454,9 @@ def get_config():
         repval_scale=0.3,  # Critic loss on replayed states.
         # Optimiser (DreamerV3: laprop, lr 4e-5, agc 0.3, warmup 1000).
         optimizer='laprop',  # 'laprop' (DreamerV3) or 'adam'.
-        lr=4e-5,  # Learning rate.
+        lr=4e-5,  # Learning rate (all modules in DreamerV3).
+        actor_lr=ml_collections.config_dict.placeholder(float),  # The actor's own learning rate (None: lr).
+        critic_lr=ml_collections.config_dict.placeholder(float),  # The critic's own learning rate (None: lr).
         agc=0.3,  # Per-tensor adaptive gradient clipping.
         rms_eps=1e-20,  # LaProp epsilon.
         warmup_steps=1000,  # Linear learning-rate warmup (updates).

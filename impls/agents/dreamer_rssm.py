@@ -24,7 +24,9 @@ from impls.utils.returns import symlog
 def dense(features: int, scale: float = 1.0, name: str | None = None):
     """Dense layer with DreamerV3's truncated-normal fan-in init scaled by `scale` (0: zeros, for the output layers
     of the reward and value heads, so they predict exactly 0 at the start)."""
-    init = nn.initializers.zeros if scale == 0 else nn.initializers.variance_scaling(scale, 'fan_in', 'truncated_normal')
+    if scale == 0:
+        return nn.Dense(features, kernel_init=nn.initializers.zeros, name=name)
+    init = nn.initializers.variance_scaling(scale, 'fan_in', 'truncated_normal')
     return nn.Dense(features, kernel_init=init, name=name)
 
 

@@ -113,8 +113,9 @@ class EnvFactory:
             if self.pixels:
                 env = RenderObservation(env, self.pixels)
         space = env.action_space
-        if (isinstance(space, gymnasium.spaces.Box) and np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high))
-                and not (np.all(space.low == -1) and np.all(space.high == 1))):
+        box = isinstance(space, gymnasium.spaces.Box)
+        bounded = box and np.isfinite(space.low).all() and np.isfinite(space.high).all()
+        if bounded and not (np.all(space.low == -1) and np.all(space.high == 1)):
             env = gymnasium.wrappers.RescaleAction(env, -1.0, 1.0)
         return gymnasium.wrappers.RecordEpisodeStatistics(env)
 

@@ -466,27 +466,31 @@ class WorldModelHealth(Detector):
         free = context.get('free_nats') or 0.0
         messages = []
         below = metrics.get('training/world_model/kl_below_floor', 0.0)
+        prior_norm = metrics.get('training/grad/prior_norm', float('nan'))
         if free and context.get('free_bits', 'clip') == 'clip':
             messages.append(self._count('floor', below >= 0.99, self.floor_logs, (
                 f'the dynamics KL sits at its floor: {100 * below:.0f}% of steps below free nats {free:g} (mean KL '
                 f'{kl:.3g}) for {self.floor_logs} logs at step {step}, and under max(KL, free) the prior gets no '
-                f'gradient there (training/grad/prior_norm = {metrics.get("training/grad/prior_norm", float("nan")):.3g}). '
+                f'gradient there (training/grad/prior_norm = {prior_norm:.3g}). '
                 'Usually harmless once the model is good; if predictions from imagination are poor, use '
-                '--agent.free_bits=straight_through (the gradient passes below the floor) or lower --agent.free_nats.')))
+                '--agent.free_bits=straight_through (the gradient passes below the floor) or lower '
+                '--agent.free_nats.')))
         fresh, old = metrics.get('training/world_model/loss_fresh'), metrics.get('training/world_model/loss_old')
         if fresh is not None and old is not None and old > 0:
             ratio = fresh / old
             messages.append(self._count('lag', ratio > self.lag_ratio, self.lag_logs, (
                 f'the world model lags the policy: its loss on the newest data is {ratio:.2f}x that on older data for '
                 f'{self.lag_logs} logs at step {step}. The actor is reaching states the model has not learned, so its '
-                'imagination is wrong there. Knobs: a higher --train_ratio (more model updates per step), a larger model, '
-                'a lower actor learning rate.')))
-        imagined, real = metrics.get('training/imagination/start_return'), metrics.get('training/imagination/replay_return')
+                'imagination is wrong there. Knobs: a higher --train_ratio (more model updates per step), a larger '
+                'model, a lower actor learning rate.')))
+        imagined = metrics.get('training/imagination/start_return')
+        real = metrics.get('training/imagination/replay_return')
         if imagined is not None and real is not None:
             gap = (imagined - real) / max(1.0, abs(real))
             messages.append(self._count('optimism', gap > self.optimism, self.optimism_logs, (
                 f'imagined returns exceed real ones: from the same replayed states the model imagines {imagined:.3g}, '
-                f'the real rewards give {real:.3g} ({100 * gap:.0f}% more) for {self.optimism_logs} logs at step {step}. '
+                f'the real rewards give {real:.3g} ({100 * gap:.0f}% more) for {self.optimism_logs} logs at step '
+                f'{step}. '
                 'The actor is exploiting errors of the world model. Knobs: a higher --train_ratio, a shorter '
                 '--agent.imag_horizon, a larger world model.')))
         messages = [m for m in messages if m]
