@@ -108,6 +108,18 @@ def test_entropy_collapse():
     assert 'entropy' not in run([(s, {'training/actor/std': 1.0}) for s in steps(6)], {'const_std': True})[1]
 
 
+def test_return_collapse_after_a_peak():
+    # A Dreamer CartPole run's greedy returns: 452 at step 6000, then 172 and 168.
+    curve = [9.8, 90.9, 222.4, 115.5, 296.6, 452.1, 171.9, 167.5]
+    monitor, fired, values, printed = run([(s, {'evaluation/episode_return': r}) for s, r in zip(steps(8), curve)])
+    assert fired['return_collapse'] == 8000  # two evaluations in a row below 452 - 0.5 (452 - 9.8) = 231
+    assert values[6]['health/return_collapse'] == pytest.approx((452.1 - 171.9) / (452.1 - 9.8))
+    assert 'peaked at 452 (step 6000)' in printed[0] and '--train_ratio' in printed[0]
+    # One bad evaluation between good ones, and steady learning, do not fire.
+    dip = [10, 200, 400, 150, 420, 450, 430]
+    assert 'return_collapse' not in run([(s, {'evaluation/episode_return': r}) for s, r in zip(steps(7), dip)])[1]
+    assert 'return_collapse' not in run([(s, {'evaluation/episode_return': 10.0 * i}) for i, s in enumerate(steps(9))])[1]
+
 def test_healthy_stream_raises_no_alarm_at_all():
     rng = np.random.default_rng(2)
     stream = []
@@ -141,7 +153,7 @@ def test_bad_configuration_is_reported():
         parse_health_overrides([], disable=['nope'])
     assert parse_health_overrides(['value_divergence.growth=3']) == {'value_divergence': {'growth': 3.0}}
     assert set(DETECTORS) == {'value_divergence', 'objective_mismatch', 'goal_ignoring', 'critic_at_chance', 'epoch_shock', 'gradient',
-                              'target_tracking', 'entropy', 'world_model'}
+                              'target_tracking', 'entropy', 'world_model', 'return_collapse'}
 
 
 def test_report_on_demand_with_gaps_and_nans(tmp_path, capsys):

@@ -497,7 +497,58 @@ class WorldModelHealth(Detector):
         return (kl / free if free else kl), ('\n'.join(messages) if messages else None)
 
 
+@dataclasses.dataclass
+class ReturnCollapse(Detector):
+    """Peak-then-collapse: the evaluation score falls back from its best by more than `drop` of the progress made
+    (best - first evaluation) and stays there for `evals` evaluations in a row. health/return_collapse = (best -
+    current) / (best - first): 0 at the best, 1 back at the start."""
+
+    drop: float = 0.5
+    evals: int = 2
+    name = 'return_collapse'
+    keys = ('evaluation/episode_return', 'evaluation/overall_success')
+
+    def reset_state(self):
+        super().reset_state()
+        self.first = self.best = None
+        self.below = 0
+
+    def observe(self, step, metrics, context):
+        key, value = _first(metrics, self.keys)
+        if value is None:
+            return None, None
+        if self.first is None:
+            self.first = (key, value)
+            self.best = (step, value)
+            return 0.0, None
+        if key != self.first[0]:
+            return None, None
+        if value > self.best[1]:
+            self.best = (step, value)
+        progress = self.best[1] - self.first[1]
+        if progress <= 0:
+            return 0.0, None
+        fallen = (self.best[1] - value) / progress
+        self.below = self.below + 1 if fallen > self.drop else 0
+        if self.below < self.evals:
+            self.firing = False
+            return fallen, None
+        if self.firing:
+            return fallen, None
+        self.firing = True
+        return fallen, (
+            f'performance collapse at step {step}: {key} peaked at {self.best[1]:.3g} (step {self.best[0]}) and has '
+            f'been below {self.best[1] - self.drop * progress:.3g} for {self.below} evaluations (now {value:.3g}; it '
+            f'started at {self.first[1]:.3g}). The policy found a good behaviour and lost it. Usual causes: the policy '
+            'changing faster than the value or model that trains it can follow, a critic or world model fitted to '
+            'data the new policy no longer visits, too few evaluation episodes to tell (noise). Knobs: a lower actor '
+            'learning rate, more updates per environment step (--train_ratio), a larger replay (--buffer_size), more '
+            '--eval_episodes.'
+        )
+
+
 DETECTORS = {cls.name: cls for cls in (ValueDivergence, ObjectiveMismatch, GoalIgnoring, CriticAtChance, EpochShock,
-                                       GradientTrouble, TargetTracking, EntropyCollapse, WorldModelHealth)}
+                                       GradientTrouble, TargetTracking, EntropyCollapse, WorldModelHealth,
+                                       ReturnCollapse)}
 
 
