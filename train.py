@@ -36,8 +36,8 @@ def build_parser():
     a('--env_entry_point', default=None, help='Online agents: MODULE:CLASS of a gymnasium.Env outside the registry.')
     a('--num_envs', type=int, default=1, help='Online agents: parallel environments.')
     a('--env_backend', default='gymnasium', choices=['gymnasium', 'jax'],
-      help='Online agents: "jax" runs an environment written in jax (impls/envs/jax_envs.py: CartPole-v1) with '
-      'acting, replay and updates compiled into one jitted loop per log interval.')
+      help='Online agents: "jax" runs an environment written in jax (impls/envs/jax_envs.py: CartPole-v1; goal '
+      'agents: impls/envs/goal_envs.py: point_mass) with acting, replay and updates compiled into one jitted loop.')
     a('--expert', default=None, help='Online agents: expert for the curriculum: "cartpole", a run directory of a trained online agent, or MODULE:CALLABLE.')
     a('--learning_starts', type=int, default=10_000, help='Online agents: environment steps before the first update.')
     a('--training_steps_per_sample', type=float, default=0.1,
@@ -84,8 +84,8 @@ def build_parser():
       help='Several processes / hosts, data parallel (offline agents): jax.distributed from SLURM / Open MPI / '
            'Kubernetes, or from JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID.')
     a('--num_seeds', type=int, default=1,
-      help='Offline agents: train seeds SEED..SEED+N-1 at once in one process (vmapped), each with its own data '
-           'order and evaluation; logs each seed and the mean.')
+      help='Offline agents, and goal agents on a jax environment: train seeds SEED..SEED+N-1 at once in one process '
+           '(vmapped), each with its own data order and evaluation; logs each seed and the mean.')
     a('--train_steps', type=int, default=None,
       help='Offline: gradient steps (default 20000, or steps x epochs). Online: environment steps (default 50000).')
     a('--steps', type=int, default=None, help='Steps per epoch (default: one pass over the data).')
@@ -179,6 +179,7 @@ def main(argv=None):
     from impls.envs.gym import EnvError
     from impls.health import HealthConfigError
     from impls.runs.offline import TrainingError, run_offline
+    from impls.runs.goal_online import run_goal_online
     from impls.runs.online import run_online
     from impls.utils.sharding import ShardingError, initialize_distributed
 
@@ -188,7 +189,7 @@ def main(argv=None):
             initialize_distributed()
         spec = get_agent(args.algorithm)
         args.algorithm = spec.name  # one canonical (lower-case) name in run names, config.json and checkpoints
-        loops = {'offline_gc': run_offline, 'online': run_online}
+        loops = {'offline_gc': run_offline, 'online': run_online, 'online_goal': run_goal_online}
         return loops[spec.kind](args, spec)
     except (ConfigError, UnknownAlgorithmError, TrainingError, DatasetError, CheckpointError, HealthConfigError,
             EnvError, ShardingError) as e:

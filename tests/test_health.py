@@ -120,6 +120,31 @@ def test_return_collapse_after_a_peak():
     assert 'return_collapse' not in run([(s, {'evaluation/episode_return': r}) for s, r in zip(steps(7), dip)])[1]
     assert 'return_collapse' not in run([(s, {'evaluation/episode_return': 10.0 * i}) for i, s in enumerate(steps(9))])[1]
 
+def test_action_collapse_goal_ignored_one_action_and_loss_without_success():
+    def row(inv, pred=0.8, data=0.8, loss=1.0):
+        return {'training/collapse/goal_invariance': inv, 'training/collapse/pred_action_entropy': pred,
+                'training/collapse/data_action_entropy': data, 'training/actor/loss': loss}
+
+    collapsing = [row(0.5), row(0.97, 0.3), row(0.98, 0.05, 0.5), row(0.99, 0.04, 0.05), row(0.99, 0.03, 0.04),
+                  row(0.99, 0.03, 0.03)]
+    monitor, fired, values, printed = run(list(zip(steps(6), collapsing)))
+    assert fired['action_collapse'] == 4000  # invariance > 0.95 for 3 logs (steps 2000-4000)
+    text = '\n'.join(printed)
+    assert 'ignores its goal' in text and 'nearly) one action' in text and 'collected data have collapsed' in text
+    assert values[1]['health/action_collapse'] == pytest.approx(0.97)
+    # Loss falling steadily while success stays flat at 0.1.
+    stream = []
+    for i, s in enumerate(steps(10)):
+        stream.append((s, row(0.5, loss=2.0 - 0.1 * i)))
+        stream.append((s, {'evaluation/overall_success': 0.1 + 0.01 * (-1) ** i}))
+    assert 'loss falls while success does not' in '\n'.join(run(stream)[3])
+    # A healthy run: goal read, actions varied, success rising with the falling loss.
+    healthy = []
+    for i, s in enumerate(steps(10)):
+        healthy.append((s, row(0.4, loss=2.0 - 0.1 * i)))
+        healthy.append((s, {'evaluation/overall_success': 0.1 + 0.08 * i}))
+    assert 'action_collapse' not in run(healthy)[1]
+
 def test_healthy_stream_raises_no_alarm_at_all():
     rng = np.random.default_rng(2)
     stream = []
@@ -153,7 +178,8 @@ def test_bad_configuration_is_reported():
         parse_health_overrides([], disable=['nope'])
     assert parse_health_overrides(['value_divergence.growth=3']) == {'value_divergence': {'growth': 3.0}}
     assert set(DETECTORS) == {'value_divergence', 'objective_mismatch', 'goal_ignoring', 'critic_at_chance', 'epoch_shock', 'gradient',
-                              'target_tracking', 'entropy', 'world_model', 'return_collapse'}
+                              'target_tracking', 'entropy', 'world_model', 'return_collapse',
+                              'action_collapse'}
 
 
 def test_report_on_demand_with_gaps_and_nans(tmp_path, capsys):

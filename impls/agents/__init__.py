@@ -10,7 +10,7 @@ import dataclasses
 import difflib
 from typing import Callable
 
-from impls.agents import cmd, crl, dqn, dreamer, gciql
+from impls.agents import cmd, crl, dqn, dreamer, gciql, gcsl
 
 
 @dataclasses.dataclass(frozen=True)
@@ -18,7 +18,8 @@ class AgentSpec:
     name: str  # canonical (lower-case) algorithm name, as stored in config.json and checkpoints
     agent_cls: type
     get_config: Callable
-    kind: str  # 'offline_gc': offline goal-conditioned on an OGBench-layout dataset; 'online': env interaction.
+    kind: str  # 'offline_gc': offline goal-conditioned on an OGBench-layout dataset; 'online': env interaction;
+    # 'online_goal': online goal reaching, fixed-length episodes toward sampled goals (impls/runs/goal_online.py).
 
 
 AGENTS = {
@@ -27,6 +28,7 @@ AGENTS = {
     'gciql': AgentSpec('gciql', gciql.GCIQLAgent, gciql.get_config, 'offline_gc'),
     'dqn': AgentSpec('dqn', dqn.DQNAgent, dqn.get_config, 'online'),
     'dreamer': AgentSpec('dreamer', dreamer.DreamerAgent, dreamer.get_config, 'online'),
+    'gcsl': AgentSpec('gcsl', gcsl.GCSLAgent, gcsl.get_config, 'online_goal'),
 }
 
 

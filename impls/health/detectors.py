@@ -547,8 +547,93 @@ class ReturnCollapse(Detector):
         )
 
 
+@dataclasses.dataclass
+class ActionCollapse(Detector):
+    """Goal-conditioned supervised learning (GCSL) collapsing to one action, which its own data then confirm.
+    (1) The goal stops mattering: the fraction of states whose predicted action is unchanged under another goal
+    (training/collapse/goal_invariance) above `invariance` for `logs` logs. (2) One action everywhere: the entropy of
+    the predicted-action histogram below `entropy` (a fraction of log #actions) for `logs` logs. (3) The collected data
+    have collapsed too: the data's action entropy below `entropy`. (4) The loss falling while success does not: over
+    the last `window` evaluations the loss slope significant (t < -`t_threshold`), success not rising (t <= 0) and below
+    `success_ceiling`. health/action_collapse = the goal invariance."""
+
+    invariance: float = 0.95
+    entropy: float = 0.1
+    logs: int = 3
+    window: int = 5
+    t_threshold: float = 2.0
+    success_ceiling: float = 0.8
+    name = 'action_collapse'
+    keys = ('training/collapse/goal_invariance', 'training/collapse/pred_action_entropy',
+            'training/collapse/data_action_entropy', 'training/actor/loss', 'evaluation/overall_success')
+
+    def reset_state(self):
+        super().reset_state()
+        self.counts = {'invariant': 0, 'one_action': 0, 'data': 0}
+        self.reported = set()
+        self.losses, self.evals = [], []
+
+    def _count(self, kind, condition, text):
+        self.counts[kind] = self.counts[kind] + 1 if condition else 0
+        if self.counts[kind] >= self.logs and kind not in self.reported:
+            self.reported.add(kind)
+            return text
+        return None
+
+    def observe(self, step, metrics, context):
+        messages = []
+        success = metrics.get('evaluation/overall_success')
+        if success is not None and np.isfinite(success):
+            self.evals.append((step, float(success)))
+            messages.append(self._loss_without_success(step))
+        invariance = metrics.get('training/collapse/goal_invariance')
+        if invariance is None or not np.isfinite(invariance):
+            messages = [m for m in messages if m]
+            return None, ('\n'.join(messages) if messages else None)
+        loss = metrics.get('training/actor/loss')
+        if loss is not None and np.isfinite(loss):
+            self.losses.append((step, float(loss)))
+        pred = metrics.get('training/collapse/pred_action_entropy', 1.0)
+        data = metrics.get('training/collapse/data_action_entropy', 1.0)
+        knobs = ('Knobs: merge state and goal early in the network (one MLP over [s, g]), more random collection '
+                 '(--agent.random_steps) or sampled collection (--agent.collect=sample), a regulariser on the '
+                 'representation (VICReg), a lower learning rate.')
+        messages.append(self._count('invariant', invariance > self.invariance, (
+            f'the policy ignores its goal: for {100 * invariance:.0f}% of states the predicted action does not change '
+            f'when the goal is swapped for another ({self.logs} logs to step {step}). A goal-conditioned policy that '
+            f'does not read its goal reaches goals only by chance, and its own data then teach it the same. {knobs}')))
+        messages.append(self._count('one_action', pred < self.entropy, (
+            f'the policy predicts (nearly) one action: the entropy of its predicted actions is {100 * pred:.0f}% of '
+            f'the maximum for {self.logs} logs to step {step}. {knobs}')))
+        messages.append(self._count('data', data < self.entropy, (
+            f'the collected data have collapsed: the entropy of the actions in replay batches is {100 * data:.0f}% '
+            f'of the maximum for {self.logs} logs to step {step}; supervised learning on them can only confirm the '
+            f'collapse. {knobs}')))
+        messages = [m for m in messages if m]
+        return invariance, ('\n'.join(messages) if messages else None)
+
+    def _loss_without_success(self, step):
+        if len(self.evals) < self.window or 'loss' in self.reported:
+            return None
+        evals = self.evals[-self.window:]
+        losses = [(s, v) for s, v in self.losses if s >= evals[0][0]]
+        if len(losses) < 3:
+            return None
+        loss_slope, loss_t = _slope_t(*zip(*losses))
+        _, success_t = _slope_t(*zip(*evals))
+        mean_success = float(np.mean([v for _, v in evals]))
+        if loss_t < -self.t_threshold and success_t <= 0 and mean_success < self.success_ceiling:
+            self.reported.add('loss')
+            return (f'the loss falls while success does not: the training loss fell (t = {loss_t:.1f}) over steps '
+                    f'{evals[0][0]}-{step} while success stayed at {mean_success:.2f} on average (not rising). The '
+                    'policy fits its own data better without reaching more goals: often the data collapsing onto '
+                    'fewer actions (see training/collapse/*). Knobs: more random or sampled collection, a smaller '
+                    'learning rate, a network that merges state and goal early.')
+        return None
+
+
 DETECTORS = {cls.name: cls for cls in (ValueDivergence, ObjectiveMismatch, GoalIgnoring, CriticAtChance, EpochShock,
                                        GradientTrouble, TargetTracking, EntropyCollapse, WorldModelHealth,
-                                       ReturnCollapse)}
+                                       ReturnCollapse, ActionCollapse)}
 
 

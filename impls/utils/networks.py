@@ -28,19 +28,21 @@ def ensemblize(module_cls, num: int):
 
 
 class MLP(nn.Module):
-    """Dense layers; GELU (+ LayerNorm) after every layer but the last unless activate_final."""
+    """Dense layers; `activation` (GELU by default) (+ LayerNorm) after every layer but the last unless
+    activate_final."""
 
     hidden_dims: Sequence[int]
     activate_final: bool = False
     layer_norm: bool = False
     kernel_init: Any = default_init()
+    activation: Any = nn.gelu
 
     @nn.compact
     def __call__(self, x):
         for i, size in enumerate(self.hidden_dims):
             x = nn.Dense(size, kernel_init=self.kernel_init)(x)
             if i + 1 < len(self.hidden_dims) or self.activate_final:
-                x = nn.gelu(x)
+                x = self.activation(x)
                 if self.layer_norm:
                     x = nn.LayerNorm()(x)
         return x

@@ -1,0 +1,171 @@
+"""GCSL (impls/agents/gcsl.py), its goal environments (impls/envs/goal_envs.py) and the goal-reaching loop
+(impls/runs/goal_online.py): relabelling by hand, the loss on a fixed batch, collapse measures, the environments'
+rules, end-to-end runs on both backends with resume, and the refusals."""
+
+import json
+import os
+
+import gymnasium
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from impls.agents import gcsl
+from impls.envs import goal_envs
+from impls.runs.goal_online import buffer_add, buffer_init, relabel
+from train import main as train_main
+
+
+def make_agent(obs_dim=2, goal_dim=2, n=9, **overrides):
+    config = gcsl.get_config()
+    config.action_dim = n
+    config.hidden_dims = (32, 32)
+    config.update(overrides)
+    example = dict(observations=np.zeros((1, obs_dim), np.float32), goals=np.zeros((1, goal_dim), np.float32))
+    return gcsl.GCSLAgent.create(0, example, config)
+
+
+def test_relabel_pairs_are_uniform_later_states_of_one_episode():
+    T, E = 4, 3
+    buf = buffer_init(E, T, 1, 1)
+    # State value = 10 * episode + t, so a pair's episode and indices can be read back.
+    obs = (10 * np.arange(E)[:, None] + np.arange(T + 1)[None]).astype(np.float32)[..., None]
+    buf = buffer_add(buf, obs, obs + 0.5, np.tile(np.arange(T), (E, 1)))
+    batch = jax.device_get(relabel(buf, jax.random.PRNGKey(0), 20_000))
+    t = batch['observations'][:, 0] % 10
+    goal_t = batch['goals'][:, 0] - 0.5 - 10 * (batch['observations'][:, 0] // 10)
+    assert (goal_t > t).all() and (goal_t <= T).all() and (t <= T - 1).all()
+    assert (batch['actions'] == t).all()  # the action taken at s_t
+    pairs = np.unique(np.stack([t, goal_t], 1), axis=0, return_counts=True)[1]
+    assert len(pairs) == T * (T + 1) // 2  # every pair t < t' of the 5 states
+    np.testing.assert_allclose(pairs / pairs.sum(), 1 / len(pairs), atol=0.01)  # uniformly
+    limited = jax.device_get(relabel(buf, jax.random.PRNGKey(1), 5000, horizon_limit=1))
+    gap = (limited['goals'][:, 0] - 0.5) - limited['observations'][:, 0]
+    assert (gap == 1).all()
+
+
+def test_buffer_overwrites_the_oldest_episodes():
+    buf = buffer_init(3, 2, 1, 1)
+    for e in range(5):
+        buf = buffer_add(buf, np.full((1, 3, 1), e, np.float32), np.zeros((1, 3, 1)), np.zeros((1, 2), np.int32))
+    assert int(buf['count']) == 3
+    assert sorted(np.asarray(buf['observations'][:, 0, 0]).tolist()) == [2, 3, 4]
+
+
+def test_loss_decreases_on_a_fixed_batch_and_collapse_measures():
+    agent = make_agent(lr=1e-3)
+    rng = np.random.default_rng(0)
+    obs = rng.normal(size=(256, 2)).astype(np.float32)
+    goals = rng.normal(size=(256, 2)).astype(np.float32)
+    actions = (goals[:, 0] > obs[:, 0]).astype(np.int32) * 3  # depends on the goal
+    batch = dict(observations=obs, goals=goals, actions=actions)
+    first = None
+    for _ in range(200):
+        agent, info = agent.update(batch)
+        first = float(info['actor/loss']) if first is None else first
+    assert float(info['actor/loss']) < 0.3 * first
+    assert float(info['collapse/goal_invariance']) < 0.8  # the fitted policy reads its goal
+    np.testing.assert_allclose(float(info['collapse/data_action_entropy']), np.log(2) / np.log(9), atol=0.01)
+    # Hand-made logits: one action everywhere -> zero entropy, full invariance.
+    logits = jnp.zeros((8, 9)).at[:, 4].set(5.0)
+    m = gcsl.collapse_metrics(logits, logits, jnp.arange(8) % 9, 9)
+    assert float(m['collapse/pred_action_entropy']) == 0.0 and float(m['collapse/goal_invariance']) == 1.0
+    np.testing.assert_allclose(float(m['collapse/data_action_entropy']), np.log(8) / np.log(9), rtol=1e-5)
+
+
+def test_act_is_random_first_then_greedy():
+    agent = make_agent(random_steps=100)
+    obs, goals = jnp.zeros((512, 2)), jnp.ones((512, 2))
+    greedy, _ = agent.act((), obs, goals, None, 'eval')
+    early, _ = agent.act((), obs, goals, jax.random.PRNGKey(0), 'explore', (50, 1000))
+    late, _ = agent.act((), obs, goals, jax.random.PRNGKey(0), 'explore', (100, 1000))
+    assert len(np.unique(np.asarray(early))) == 9  # uniform over the 9 actions
+    assert (np.asarray(late) == np.asarray(greedy)).all()
+
+
+def test_discretize():
+    box = gymnasium.spaces.Box(-1.0, 1.0, (2,), np.float32)
+    table = goal_envs.discretize(box, 3)
+    assert table.shape == (9, 2) and {tuple(r) for r in table} >= {(-1.0, -1.0), (0.0, 0.0), (1.0, 1.0)}
+    assert goal_envs.discretize(gymnasium.spaces.Discrete(4), 3).shape == (4, 0)
+    with pytest.raises(goal_envs.GoalEnvError, match=r'3 values each gives 59049 actions.*action_bins'):
+        goal_envs.discretize(gymnasium.spaces.Box(-1.0, 1.0, (10,)), 3)
+
+
+def test_point_mass_wall_and_gap():
+    step = goal_envs.POINT_MASS.step
+    below = step(jnp.array([-0.02, -0.2]), jnp.array([1.0, 0.0]))
+    np.testing.assert_allclose(below, [-0.02, -0.2])  # the wall stops it
+    above = step(jnp.array([-0.02, 0.4]), jnp.array([1.0, 0.0]))
+    np.testing.assert_allclose(above, [0.03, 0.4], atol=1e-6)  # through the gap
+    edge = step(jnp.array([0.49, 0.49]), jnp.array([1.0, 1.0]))
+    np.testing.assert_allclose(edge, [0.5, 0.5])
+
+
+def test_lunar_lander_goal_env():
+    env = gymnasium.make(goal_envs.LUNAR_ID)
+    spec = goal_envs.gym_goal_spec(env)
+    assert spec == goal_envs.GoalEnvSpec(8, 5, 50, 0.08, env.action_space)
+    obs, info = env.reset(seed=0)
+    inner = env.unwrapped.inner.unwrapped
+    ys = {round(v[1], 6) for f in inner.moon.fixtures for v in f.shape.vertices}
+    assert ys <= {0.0, round(inner.helipad_y, 6)}  # flat terrain
+    assert obs['desired_goal'][1] == 0.0 and obs['observation'][1] > 1.0  # goal on the ground, start at the top
+    for t in range(50):
+        obs, _, terminated, truncated, info = env.step(2)  # main engine only: flies off, never terminates early
+        assert not terminated and truncated == (t == 49)
+    distance = np.linalg.norm(obs['achieved_goal'][:2] - obs['desired_goal'][:2])
+    assert info['distance'] == pytest.approx(distance) and info['is_success'] == (distance < 0.08)
+
+
+class MismatchedGoalEnv(goal_envs.LunarLanderGoal):
+    """Achieved goals of 5 numbers, desired goals of 2: a goal space that does not match the environment."""
+
+    def __init__(self):
+        super().__init__()
+        box = lambda n: gymnasium.spaces.Box(-np.inf, np.inf, (n,), np.float32)  # noqa: E731
+        self.observation_space = gymnasium.spaces.Dict(observation=box(8), achieved_goal=box(5), desired_goal=box(2))
+
+
+def run_train(tmp_path, name, *flags):
+    argv = ['--algorithm', 'GCSL', '--save_dir', str(tmp_path / name), '--no_progress', '--wandb_mode', 'disabled',
+            '--agent.hidden_dims=32,32', '--agent.batch_size=32', *flags]
+    return train_main(argv)
+
+
+def test_jax_backend_vmaps_seeds_and_resumes(tmp_path):
+    flags = ['--env_backend', 'jax', '--env_name', 'point_mass', '--num_seeds', '2', '--num_envs', '2',
+             '--learning_starts', '100', '--buffer_size', '2000', '--log_interval', '200', '--eval_episodes', '8',
+             '--agent.random_steps=200']
+    out = run_train(tmp_path, 'pm', *flags, '--train_steps', '400')
+    assert 0.0 <= out['success'] <= 1.0
+    rows = open(tmp_path / 'pm' / 'eval.csv').read().splitlines()
+    assert 'evaluation/success_seed0' in rows[0] and 'evaluation/success_seed1' in rows[0]
+    again = run_train(tmp_path, 'pm', *flags, '--train_steps', '600', '--resume')
+    assert np.asarray(again['agent'].step).tolist() == [500, 500]  # 100 updates per iteration (2 envs x 50 steps)
+    config = json.load(open(tmp_path / 'pm' / 'config.json'))
+    assert config['num_seeds'] == 2 and len(config['action_table']) == 9
+
+
+def test_gymnasium_backend_on_lunar_lander(tmp_path):
+    out = run_train(tmp_path, 'lunar', '--env_name', goal_envs.LUNAR_ID, '--train_steps', '200', '--learning_starts',
+                    '100', '--eval_episodes', '2', '--log_interval', '100', '--buffer_size', '1000')
+    assert out['agent'].step == 100 and os.path.exists(tmp_path / 'lunar' / 'checkpoints')
+    train = open(tmp_path / 'lunar' / 'train.csv').read().splitlines()
+    assert 'training/collapse/goal_invariance' in train[0]
+
+
+@pytest.mark.parametrize('flags, message', [
+    (['--agent.relabel_horizon=60'], 'longer than the episodes'),
+    (['--agent.action_bins=40'], 'more than --agent.max_actions'),
+    (['--env_backend', 'gymnasium', '--env_name', 'CartPole-v1'], 'not a goal environment'),
+    (['--env_backend', 'gymnasium', '--env_entry_point', 'tests.test_gcsl:MismatchedGoalEnv'], 'goal space does not match'),
+    (['--env_backend', 'gymnasium', '--num_seeds', '2'], '--num_seeds > 1 needs --env_backend jax'),
+])
+def test_bad_input_is_refused_before_training(tmp_path, capsys, flags, message):
+    base = ['--env_backend', 'jax', '--env_name', 'point_mass', '--train_steps', '100']
+    with pytest.raises(SystemExit):
+        run_train(tmp_path, 'bad', *base, *flags)
+    assert message in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / 'bad' / 'checkpoints')
