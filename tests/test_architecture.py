@@ -139,7 +139,7 @@ def test_the_checker_sees_a_forbidden_edge(tmp_path):
         'impls/agents/gcsl.py:1 imports impls.agents.dreamer_rssm (an agent importing another agent)']
 
 
-@pytest.mark.parametrize('name', ['crl', 'gciql', 'cmd', 'dqn', 'dreamer', 'gcsl'])
+@pytest.mark.parametrize('name', ['crl', 'gciql', 'cmd', 'dqn', 'dreamer', 'gcsl', 'gcsl_transformer'])
 def test_every_agent_keeps_the_contract(name):
     """create(seed, example_batch, config); update(batch) -> (agent, info); initial_carry; act(carry, obs, goals,
     key, mode) -> (actions, carry) in 'eval' and 'explore' modes."""
@@ -168,6 +168,11 @@ def test_every_agent_keeps_the_contract(name):
     elif spec.kind == 'online_goal':
         agent = spec.agent_cls.create(0, dict(observations=obs[:1], goals=obs[:1, :2]), config)
         batch = dict(observations=obs, goals=obs[::-1, :2], actions=rng.integers(0, 2, 8).astype(np.int32))
+        if 'context' in config:  # windows of states ending at s_t
+            with config.unlocked():
+                config.update(dict(context=2, dim=8, heads=2, layers=1))
+            agent = spec.agent_cls.create(0, dict(observations=obs[:1], goals=obs[:1, :2]), config)
+            batch.update(observations=np.repeat(obs[:, None], 2, 1), valid=np.ones((8, 2), bool))
         goals, shape = obs[::-1, :2], (8,)
     elif spec.kind == 'online':
         agent = spec.agent_cls.create(0, dict(observations=obs[:1]), config)

@@ -14,6 +14,7 @@ import pytest
 from impls.agents import gcsl
 from impls.envs import goal_envs
 from impls.runs.goal_online import buffer_add, buffer_init, relabel
+from impls.utils.goal_actions import collapse_metrics
 from train import main as train_main
 
 
@@ -69,7 +70,7 @@ def test_loss_decreases_on_a_fixed_batch_and_collapse_measures():
     np.testing.assert_allclose(float(info['collapse/data_action_entropy']), np.log(2) / np.log(9), atol=0.01)
     # Hand-made logits: one action everywhere -> zero entropy, full invariance.
     logits = jnp.zeros((8, 9)).at[:, 4].set(5.0)
-    m = gcsl.collapse_metrics(logits, logits, jnp.arange(8) % 9, 9)
+    m = collapse_metrics(logits, logits, jnp.arange(8) % 9, 9)
     assert float(m['collapse/pred_action_entropy']) == 0.0 and float(m['collapse/goal_invariance']) == 1.0
     np.testing.assert_allclose(float(m['collapse/data_action_entropy']), np.log(8) / np.log(9), rtol=1e-5)
 
@@ -169,3 +170,88 @@ def test_bad_input_is_refused_before_training(tmp_path, capsys, flags, message):
         run_train(tmp_path, 'bad', *base, *flags)
     assert message in capsys.readouterr().err
     assert not os.path.exists(tmp_path / 'bad' / 'checkpoints')
+
+
+# ---- the GCSL-transformer -------------------------------------------------------------------------------------------
+from impls.agents import gcsl_transformer as gt  # noqa: E402
+
+
+def make_transformer(**overrides):
+    config = gt.get_config()
+    config.update(dict(action_dim=5, dim=16, heads=2, layers=1, context=4, warmup_steps=0, lr=1e-3, **overrides))
+    example = dict(observations=np.zeros((1, 3), np.float32), goals=np.zeros((1, 2), np.float32))
+    return gt.GCSLTransformerAgent.create(0, example, config)
+
+
+def test_relabel_windows_end_at_s_t_and_mask_the_episode_start():
+    T = 5
+    buf = buffer_init(1, T, 1, 1)
+    obs = np.arange(T + 1, dtype=np.float32)[None, :, None] + 1  # state value t + 1
+    buf = buffer_add(buf, obs, obs, np.arange(T)[None].astype(np.int32))
+    batch = jax.device_get(relabel(buf, jax.random.PRNGKey(0), 500, context=3))
+    t = batch['actions']
+    window = batch['observations'][..., 0]
+    np.testing.assert_array_equal(window[:, -1], t + 1)  # the last token is s_t
+    np.testing.assert_array_equal(batch['valid'], (t[:, None] - 2 + np.arange(3)[None]) >= 0)
+    assert (window[~batch['valid']] == 0).all() and (np.diff(window, axis=1)[batch['valid'][:, :-1]] == 1).all()
+
+
+def test_the_action_is_read_at_the_token_of_s_t():
+    agent = make_transformer()
+    rng = np.random.default_rng(0)
+    obs, goals = rng.normal(size=(6, 4, 3)).astype(np.float32), rng.normal(size=(6, 2)).astype(np.float32)
+    valid = np.array([[False, False, True, True]] * 6)
+    logits = agent.forward(agent.params, obs, valid, goals)['logits']
+    padded = obs.copy()
+    padded[:, :2] = 100.0  # masked positions (before the episode) do not matter
+    np.testing.assert_allclose(agent.forward(agent.params, padded, valid, goals)['logits'], logits, atol=1e-5)
+    moved = obs.copy()
+    moved[:, -1] += 1.0  # s_t does
+    assert np.abs(agent.forward(agent.params, moved, valid, goals)['logits'] - logits).max() > 1e-3
+    # Acting shifts s_t into the carried window and decodes the same token as a batch window ending at s_t.
+    carry = agent.initial_carry(6)
+    for k in range(4):
+        actions, carry = agent.act(carry, obs[:, k], goals, None, 'eval')
+    np.testing.assert_array_equal(carry['observations'], obs)
+    full = agent.forward(agent.params, obs, np.ones((6, 4), bool), goals)['logits']
+    np.testing.assert_array_equal(actions, np.argmax(full, -1))
+
+
+def test_vicreg_by_hand():
+    z1 = jnp.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    z2 = z1 + 0.5
+    loss, parts = gt.vicreg(z1, z2, 25.0, 25.0, 1.0)
+    std = np.sqrt(np.var(np.asarray(z1), 0, ddof=0) + 1e-4)
+    cov = np.cov(np.asarray(z1).T)  # ddof 1
+    np.testing.assert_allclose(parts['vicreg/invariance'], 0.25, rtol=1e-6)
+    np.testing.assert_allclose(parts['vicreg/variance'], np.mean(np.maximum(0, 1 - std)), rtol=1e-5)
+    np.testing.assert_allclose(parts['vicreg/covariance'], 2 * cov[0, 1] ** 2 / 2, rtol=1e-5)
+    np.testing.assert_allclose(loss, 25 * 0.25 + 25 * parts['vicreg/variance'] + parts['vicreg/covariance'], rtol=1e-6)
+
+
+@pytest.mark.parametrize('fusion, teacher', [('gate', False), ('late', True)])
+def test_transformer_loss_decreases_on_a_fixed_batch(fusion, teacher):
+    agent = make_transformer(fusion=fusion, ema_teacher=teacher)
+    rng = np.random.default_rng(1)
+    goals = rng.normal(size=(64, 2)).astype(np.float32)
+    obs = rng.normal(size=(64, 4, 3)).astype(np.float32)
+    batch = dict(observations=obs, valid=np.ones((64, 4), bool), goals=goals,
+                 actions=(goals[:, 0] > 0).astype(np.int32) + 2 * (obs[:, -1, 0] > 0))
+    first, initial = None, agent.params
+    for _ in range(150):
+        agent, info = agent.update(batch)
+        first = float(info['actor/loss']) if first is None else first
+    assert float(info['actor/loss']) < 0.5 * first
+    assert ('teacher/loss' in info) == teacher
+    unmoved = jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.all(a == b)), agent.teacher, initial))
+    assert unmoved != teacher  # the EMA teacher moves only when enabled
+
+
+def test_gcsl_transformer_trains_on_the_point_mass(tmp_path):
+    out = train_main(['--algorithm', 'gcsl_transformer', '--env_backend', 'jax', '--env_name', 'point_mass',
+                      '--num_envs', '2', '--train_steps', '300', '--learning_starts', '100', '--buffer_size', '2000',
+                      '--eval_episodes', '4', '--save_dir', str(tmp_path / 'gt'), '--no_progress', '--wandb_mode',
+                      'disabled', '--agent.dim=16', '--agent.heads=2', '--agent.layers=1', '--agent.batch_size=16',
+                      '--agent.random_steps=100'])
+    assert int(out['agent'].step[0]) == 200
+    assert 'training/vicreg/loss' in open(tmp_path / 'gt' / 'train.csv').readline()

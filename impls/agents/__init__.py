@@ -10,7 +10,7 @@ import dataclasses
 import difflib
 from typing import Callable
 
-from impls.agents import cmd, crl, dqn, dreamer, gciql, gcsl
+from impls.agents import cmd, crl, dqn, dreamer, gciql, gcsl, gcsl_transformer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +29,8 @@ AGENTS = {
     'dqn': AgentSpec('dqn', dqn.DQNAgent, dqn.get_config, 'online'),
     'dreamer': AgentSpec('dreamer', dreamer.DreamerAgent, dreamer.get_config, 'online'),
     'gcsl': AgentSpec('gcsl', gcsl.GCSLAgent, gcsl.get_config, 'online_goal'),
+    'gcsl_transformer': AgentSpec('gcsl_transformer', gcsl_transformer.GCSLTransformerAgent, gcsl_transformer.get_config,
+                                  'online_goal'),
 }
 
 

@@ -13,7 +13,8 @@ actions are discretised by the environment layer (impls.envs.goal_envs.discretiz
 Collapse, measured on every batch (the failure where the policy predicts one action whatever the goal and its own
 data then confirm it): the entropy of the histogram of predicted (argmax) actions, the fraction of states whose
 argmax is unchanged when their goal is swapped for another sample's, and the entropy of the data's actions; each as
-a fraction of log(number of actions). impls.health's `action_collapse` detector reads them.
+a fraction of log(number of actions) (impls/utils/goal_actions.py). impls.health's `action_collapse` detector
+reads them.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import ml_collections
 import optax
 
 from impls.utils.flax_utils import nonpytree_field
+from impls.utils.goal_actions import collapse_metrics, collect_actions
 from impls.utils.networks import MLP
 from impls.utils.optim import lr_schedule, make_optimizer
 
@@ -42,23 +44,6 @@ class GoalPolicy(nn.Module):
     def __call__(self, observations, goals):
         x = jnp.concatenate([observations.astype(jnp.float32), goals.astype(jnp.float32)], -1)
         return MLP((*self.hidden_dims, self.num_actions), activation=nn.relu)(x)
-
-
-def histogram_entropy(indices, n: int):
-    """Entropy (nats) of the empirical distribution of integer `indices` over n values."""
-    p = jnp.bincount(indices.reshape(-1), length=n) / indices.size
-    return -jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0))
-
-
-def collapse_metrics(logits, swapped_logits, actions, n: int) -> dict:
-    """The three collapse measures of a batch (module docstring), as fractions of log(n)."""
-    pred, pred_swapped = jnp.argmax(logits, -1), jnp.argmax(swapped_logits, -1)
-    scale = jnp.log(n)
-    return {
-        'collapse/pred_action_entropy': histogram_entropy(pred, n) / scale,
-        'collapse/goal_invariance': (pred == pred_swapped).mean(),
-        'collapse/data_action_entropy': histogram_entropy(actions, n) / scale,
-    }
 
 
 class GCSLAgent(flax.struct.PyTreeNode):
@@ -109,14 +94,10 @@ class GCSLAgent(flax.struct.PyTreeNode):
         steps done) < random_steps, then greedy (GCSL collects greedily), or sampled from the policy when
         collect='sample'. Pure and jittable (progress[0] may be traced)."""
         logits = self.logits(observations, goals)
-        greedy = jnp.argmax(logits, -1).astype(jnp.int32)
         if mode == 'eval':
-            return greedy, carry
-        k_random, k_sample = jax.random.split(key)
-        random = jax.random.randint(k_random, greedy.shape, 0, self.config['action_dim'], jnp.int32)
-        policy = (jax.random.categorical(k_sample, logits).astype(jnp.int32) if self.config['collect'] == 'sample'
-                  else greedy)
-        return jnp.where(progress[0] < self.config['random_steps'], random, policy), carry
+            return jnp.argmax(logits, -1).astype(jnp.int32), carry
+        c = self.config
+        return collect_actions(logits, key, progress[0], c['random_steps'], c['collect']), carry
 
     @staticmethod
     def replay(config) -> dict:

@@ -53,9 +53,11 @@ def buffer_add(buf: dict, observations, achieved, actions) -> dict:
                 count=jnp.minimum(buf['count'] + n, capacity), position=(buf['position'] + n) % capacity)
 
 
-def relabel(buf: dict, key, batch_size: int, horizon_limit: int = 0) -> dict:
+def relabel(buf: dict, key, batch_size: int, horizon_limit: int = 0, context: int = 0) -> dict:
     """A hindsight batch: per sample an episode, a pair t < t' and the goal phi(s_t'). horizon_limit 0: the pair is
-    uniform over the episode's T (T + 1) / 2 pairs; else t uniform and t' - t uniform in [1, min(limit, T - t)]."""
+    uniform over the episode's T (T + 1) / 2 pairs; else t uniform and t' - t uniform in [1, min(limit, T - t)].
+    context K > 0: observations are the windows (B, K, D) of the K states up to s_t, with `valid` (B, K) false for
+    positions before the episode's start."""
     T = buf['actions'].shape[1]
     k_ep, k1, k2 = jax.random.split(key, 3)
     episodes = jax.random.randint(k_ep, (batch_size,), 0, jnp.maximum(buf['count'], 1))
@@ -68,16 +70,21 @@ def relabel(buf: dict, key, batch_size: int, horizon_limit: int = 0) -> dict:
         j = jax.random.randint(k2, (batch_size,), 0, T)
         j = j + (j >= i)
         t, goal_t = jnp.minimum(i, j), jnp.maximum(i, j)
-    return dict(observations=buf['observations'][episodes, t], goals=buf['achieved'][episodes, goal_t],
-                actions=buf['actions'][episodes, t])
+    batch = dict(goals=buf['achieved'][episodes, goal_t], actions=buf['actions'][episodes, t])
+    if not context:
+        return dict(batch, observations=buf['observations'][episodes, t])
+    positions = t[:, None] - context + 1 + jnp.arange(context)[None]  # (B, K), ending at t
+    valid = positions >= 0
+    window = buf['observations'][episodes[:, None], jnp.maximum(positions, 0)]
+    return dict(batch, observations=jnp.where(valid[..., None], window, 0.0), valid=valid)
 
 
-def make_train(batch_size: int, horizon_limit: int):
+def make_train(batch_size: int, horizon_limit: int, context: int = 0):
     """train(agent, buf, key, n) -> (agent, metric means): n updates on relabelled batches, one lax.scan."""
 
     def train(agent, buf, key, n: int):
         def body(agent, k):
-            agent, info = agent.update(relabel(buf, k, batch_size, horizon_limit))
+            agent, info = agent.update(relabel(buf, k, batch_size, horizon_limit, context))
             return agent, info
 
         agent, infos = jax.lax.scan(body, agent, jax.random.split(key, n))
@@ -103,7 +110,7 @@ class GoalRun:
             raise TrainingError(f'--buffer_size {args.buffer_size} holds less than one episode ({T} steps); raise it.')
         with config.unlocked():
             config.action_dim = len(table)
-        self.config, self.limit = config, limit
+        self.config, self.limit, self.context = config, limit, int(replay.get('context', 0))
         self.total = args.train_steps or DEFAULT_TRAIN_STEPS
         self.eval_interval = args.eval_interval or self.total
         self.ckpt_every = args.ckpt_every or self.eval_interval
@@ -120,7 +127,7 @@ class GoalRun:
                                   step_name='environment step')
         self.run_dir, self.monitor = self.session.run_dir, monitor
         self.started = time.perf_counter()
-        self.train = make_train(int(config.batch_size), limit)
+        self.train = make_train(int(config.batch_size), limit, self.context)
 
     def create(self, seed):
         try:
@@ -180,15 +187,17 @@ def _env_actions(table, indices):
 
 
 def _gym_episodes(envs, act, env_spec, table, seeds):
-    """One episode per env in lockstep. Returns observations (E, T+1, D), achieved (E, T+1, G), actions (E, T),
-    final success (E,) and final distance (E,)."""
+    """One episode per env in lockstep; act(observations, goals, carry) -> (actions, carry), the carry starting at
+    None (the agent's initial carry). Returns observations (E, T+1, D), achieved (E, T+1, G), actions (E, T), final
+    success (E,) and final distance (E,)."""
     T = env_spec.horizon
     obs = [env.reset(seed=int(s))[0] for env, s in zip(envs, seeds)]
     states, achieved, actions = [[o['observation'] for o in obs]], [[o['achieved_goal'] for o in obs]], []
     goals = np.stack([o['desired_goal'] for o in obs]).astype(np.float32)
-    infos = [None] * len(envs)
+    infos, carry = [None] * len(envs), None
     for _ in range(T):
-        a = np.asarray(act(np.stack(states[-1]).astype(np.float32), goals))
+        a, carry = act(np.stack(states[-1]).astype(np.float32), goals, carry)
+        a = np.asarray(a)
         actions.append(a)
         step = [env.step(x) for env, x in zip(envs, _env_actions(table, a))]
         states.append([s[0]['observation'] for s in step])
@@ -222,8 +231,8 @@ def _run_gym(args, spec):
         buf, key, step = jax.tree.map(jnp.asarray, loop['buffer']), jnp.asarray(loop['key']), int(loop['step'])
         print(f'Resumed {run.run_dir} at environment step {step}.')
     run.session.start(step)
-    act_explore = jax.jit(lambda a, o, g, k, s: a.act((), o, g, k, 'explore', (s, run.total))[0])
-    act_eval = jax.jit(lambda a, o, g: a.act((), o, g, None, 'eval')[0])
+    act_explore = jax.jit(lambda a, o, g, c, k, s: a.act(c, o, g, k, 'explore', (s, run.total)))
+    act_eval = jax.jit(lambda a, o, g, c: a.act(c, o, g, None, 'eval'))
     train = jax.jit(run.train, static_argnums=3)
     add = jax.jit(buffer_add)
     E, T = args.num_envs, env_spec.horizon
@@ -237,8 +246,9 @@ def _run_gym(args, spec):
             key, k_act, k_train = jax.random.split(key, 3)
             keys = iter(jax.random.split(k_act, T))
 
-            def act(o, g, s=step):
-                return act_explore(agent, o, g, next(keys), s)
+            def act(o, g, carry, s=step):
+                carry = agent.initial_carry(len(o)) if carry is None else carry
+                return act_explore(agent, o, g, carry, next(keys), s)
 
             seeds = args.seed * 1_000_003 + step + np.arange(E)
             obs, ach, actions, succ, _ = _gym_episodes(envs, act, env_spec, table, seeds)
@@ -281,7 +291,10 @@ def _run_gym(args, spec):
 def _gym_evaluate(env, agent, act_eval, env_spec, table, episodes, seed):
     successes, distances = [], []
     for e in range(episodes):
-        _, _, _, succ, dist = _gym_episodes([env], lambda o, g: act_eval(agent, o, g), env_spec, table, [seed + e])
+        def act(o, g, carry):
+            return act_eval(agent, o, g, agent.initial_carry(len(o)) if carry is None else carry)
+
+        _, _, _, succ, dist = _gym_episodes([env], act, env_spec, table, [seed + e])
         successes.append(succ[0])
         distances.append(dist[0])
     return float(np.mean(successes)), float(np.mean(distances))
@@ -295,13 +308,15 @@ def _jax_rollout(env, agent, key, num_envs, table, mode, step, total):
     state, goal = jax.vmap(env.reset)(jax.random.split(k_reset, num_envs))
     table = jnp.asarray(table)
 
-    def body(state, k):
+    def body(carry, k):
+        state, agent_carry = carry
         obs = jax.vmap(env.observe)(state)
-        idx, _ = agent.act((), obs, goal, k, mode, (step, total))
+        idx, agent_carry = agent.act(agent_carry, obs, goal, k, mode, (step, total))
         new = jax.vmap(env.step)(state, table[idx])
-        return new, (obs, jax.vmap(env.achieved)(state), idx)
+        return (new, agent_carry), (obs, jax.vmap(env.achieved)(state), idx)
 
-    final, (obs, ach, actions) = jax.lax.scan(body, state, jax.random.split(k_act, T))
+    (final, _), (obs, ach, actions) = jax.lax.scan(body, (state, agent.initial_carry(num_envs)),
+                                                   jax.random.split(k_act, T))
     last_obs, last_ach = jax.vmap(env.observe)(final)[None], jax.vmap(env.achieved)(final)[None]
     obs = jnp.concatenate([obs, last_obs], 0).swapaxes(0, 1)
     ach = jnp.concatenate([ach, last_ach], 0).swapaxes(0, 1)

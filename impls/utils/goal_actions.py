@@ -1,0 +1,36 @@
+"""Shared pieces of discrete goal-conditioned policies trained by supervised learning (GCSL and the GCSL-transformer):
+their collection schedule and their collapse measures."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def collect_actions(logits, key, step, random_steps: int, collect: str):
+    """(B,) int32 actions for collection: uniformly random while `step` (environment steps done, may be traced) <
+    random_steps, then greedy ('greedy') or sampled from the policy ('sample')."""
+    greedy = jnp.argmax(logits, -1).astype(jnp.int32)
+    k_random, k_sample = jax.random.split(key)
+    random = jax.random.randint(k_random, greedy.shape, 0, logits.shape[-1], jnp.int32)
+    policy = jax.random.categorical(k_sample, logits).astype(jnp.int32) if collect == 'sample' else greedy
+    return jnp.where(step < random_steps, random, policy)
+
+
+def histogram_entropy(indices, n: int):
+    """Entropy (nats) of the empirical distribution of integer `indices` over n values."""
+    p = jnp.bincount(indices.reshape(-1), length=n) / indices.size
+    return -jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0))
+
+
+def collapse_metrics(logits, swapped_logits, actions, n: int) -> dict:
+    """A batch's collapse measures, as fractions of log(n): the entropy of the histogram of predicted (argmax)
+    actions, the share of states whose argmax is unchanged when their goal is swapped for another sample's
+    (`swapped_logits`), and the entropy of the data's actions. impls.health's action_collapse detector reads them."""
+    pred, pred_swapped = jnp.argmax(logits, -1), jnp.argmax(swapped_logits, -1)
+    scale = jnp.log(n)
+    return {
+        'collapse/pred_action_entropy': histogram_entropy(pred, n) / scale,
+        'collapse/goal_invariance': (pred == pred_swapped).mean(),
+        'collapse/data_action_entropy': histogram_entropy(actions, n) / scale,
+    }
