@@ -7,6 +7,8 @@ lunar: GCSL on impls/LunarLanderGoal-v0 (preset gcsl_lunar: 2e5 environment step
 per seed; per seed the greedy success over 50 episodes at every evaluation (5e4 and 2e5 are the figures compared
 with the GCSL paper), the wall-clock of the run (process start to end, Python start-up included) and the run's own
 steps per second.
+baselines: the success of a uniformly random policy and of each constant action on impls/LunarLanderGoal-v0 (the
+figures GCSL is compared with), over --episodes episodes.
 pointmass: preset gcsl_pointmass, 8 seeds vmapped in one process on the jax point mass (3e4 steps each); per-seed
 success at the end and the total wall-clock of the process (compilation included).
 """
@@ -22,6 +24,7 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
 
 def train(preset, seed, run_dir, extra):
@@ -39,9 +42,32 @@ def train(preset, seed, run_dir, extra):
     return wall, evals, float(sps[-1].rsplit(':', 1)[1]) if sps else None
 
 
+def baselines(episodes: int) -> dict:
+    import gymnasium
+    import numpy as np
+
+    from impls.envs.goal_envs import LUNAR_ID
+
+    env = gymnasium.make(LUNAR_ID)
+    rng = np.random.default_rng(0)
+    policies = {'random': lambda: int(rng.integers(4)), **{f'constant_{a}': (lambda a=a: a) for a in range(4)}}
+    out = {}
+    for name, policy in policies.items():
+        wins = 0
+        for e in range(episodes):
+            env.reset(seed=e)
+            for _ in range(env.unwrapped.horizon):
+                _, _, _, _, info = env.step(policy())
+            wins += bool(info['is_success'])
+        out[name] = wins / episodes
+    return out
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('task', choices=['lunar', 'pointmass'])
+    p.add_argument('task', choices=['lunar', 'pointmass', 'baselines'])
+    p.add_argument('--episodes', type=int, default=500, help='baselines: episodes per policy.')
+    p.add_argument('--preset', default=None, help='lunar / pointmass: another preset (e.g. gcsl_transformer_lunar).')
     p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2], help='lunar: one process per seed.')
     p.add_argument('--seed', type=int, default=0, help='pointmass: the first of the vmapped seeds.')
     p.add_argument('--out', default='/tmp/gcsl_bench')
@@ -49,16 +75,20 @@ def main():
     p.add_argument('extra', nargs='*', help='More train.py flags, after --')
     args = p.parse_args()
     results = []
-    if args.task == 'lunar':
+    if args.task == 'baselines':
+        results.append(baselines(args.episodes))
+        print(json.dumps(results[-1]), flush=True)
+    elif args.task == 'lunar':
+        preset = args.preset or 'gcsl_lunar'
         for seed in args.seeds:
-            wall, evals, sps = train('gcsl_lunar', seed, os.path.join(args.out, f'lunar-s{seed}'), args.extra)
+            wall, evals, sps = train(preset, seed, os.path.join(args.out, f'{preset}-s{seed}'), args.extra)
             curve = [(int(r['step']), float(r['evaluation/overall_success'])) for r in evals]
             res = dict(seed=seed, wall_s=wall, steps_per_second=sps, curve=curve, final_success=curve[-1][1])
             results.append(res)
             print(json.dumps({k: v for k, v in res.items() if k != 'curve'}), flush=True)
     else:
-        wall, evals, sps = train('gcsl_pointmass', args.seed, os.path.join(args.out, f'pointmass-s{args.seed}'),
-                                 args.extra)
+        preset = args.preset or 'gcsl_pointmass'
+        wall, evals, sps = train(preset, args.seed, os.path.join(args.out, f'{preset}-s{args.seed}'), args.extra)
         last = evals[-1]
         per_seed = {k.rsplit('seed', 1)[1]: float(v) for k, v in last.items() if k.startswith('evaluation/success_seed')}
         results.append(dict(wall_s=wall, steps_per_second=sps, step=int(last['step']), per_seed=per_seed,

@@ -29,7 +29,7 @@ import ml_collections
 import optax
 
 from impls.utils.flax_utils import nonpytree_field
-from impls.utils.goal_actions import collapse_metrics, collect_actions
+from impls.utils.goal_actions import SWAP_SAMPLES, collapse_metrics, collect_actions, swapped_goals
 from impls.utils.networks import MLP
 from impls.utils.optim import lr_schedule, make_optimizer
 
@@ -78,7 +78,7 @@ class GCSLAgent(flax.struct.PyTreeNode):
         grads, (info, logits) = jax.grad(self.loss, has_aux=True)(self.params, batch)
         updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
         params = optax.apply_updates(self.params, updates)
-        swapped = self.logits(batch['observations'], jnp.roll(batch['goals'], 1, axis=0))
+        swapped = self.logits(batch['observations'][:SWAP_SAMPLES], swapped_goals(batch['goals']))
         info = dict(info, **collapse_metrics(logits, swapped, batch['actions'].astype(jnp.int32),
                                              self.config['action_dim']))
         info['grad/norm'] = optax.tree.norm(grads)

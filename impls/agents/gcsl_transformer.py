@@ -34,7 +34,7 @@ import ml_collections
 import optax
 
 from impls.utils.flax_utils import nonpytree_field
-from impls.utils.goal_actions import collapse_metrics, collect_actions
+from impls.utils.goal_actions import SWAP_SAMPLES, collapse_metrics, collect_actions, swapped_goals
 from impls.utils.networks import MLP
 from impls.utils.optim import lr_schedule, make_optimizer
 from impls.utils.transformer import Block, causal_mask
@@ -157,8 +157,9 @@ class GCSLTransformerAgent(flax.struct.PyTreeNode):
             m = c['teacher_momentum']
             teacher = jax.tree.map(lambda t, p: m * t + (1 - m) * p, self.teacher, params)
             centre = c['centre_momentum'] * centre + (1 - c['centre_momentum']) * teacher_out.mean(0)
-        swapped = self.forward(self.params, batch['observations'], batch['valid'],
-                               jnp.roll(batch['goals'], 1, axis=0))['logits']
+        n = SWAP_SAMPLES
+        swapped = self.forward(self.params, batch['observations'][:n], batch['valid'][:n],
+                               swapped_goals(batch['goals']))['logits']
         info = dict(info, **collapse_metrics(logits, swapped, batch['actions'].astype(jnp.int32), c['action_dim']))
         info['grad/norm'] = optax.tree.norm(grads)
         info['optim/lr'] = lr_schedule(c)(self.step)

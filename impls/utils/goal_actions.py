@@ -23,14 +23,23 @@ def histogram_entropy(indices, n: int):
     return -jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0))
 
 
+SWAP_SAMPLES = 64  # states of each batch re-evaluated under another goal (a quarter of the forward of a 256 batch)
+
+
+def swapped_goals(goals):
+    """The first SWAP_SAMPLES goals of a batch, each moved to another sample (rolled by one)."""
+    return jnp.roll(goals[:SWAP_SAMPLES], 1, axis=0)
+
+
 def collapse_metrics(logits, swapped_logits, actions, n: int) -> dict:
     """A batch's collapse measures, as fractions of log(n): the entropy of the histogram of predicted (argmax)
     actions, the share of states whose argmax is unchanged when their goal is swapped for another sample's
-    (`swapped_logits`), and the entropy of the data's actions. impls.health's action_collapse detector reads them."""
+    (`swapped_logits`: the logits of the first len(swapped_logits) states under swapped_goals), and the entropy of
+    the data's actions. impls.health's action_collapse detector reads them."""
     pred, pred_swapped = jnp.argmax(logits, -1), jnp.argmax(swapped_logits, -1)
     scale = jnp.log(n)
     return {
         'collapse/pred_action_entropy': histogram_entropy(pred, n) / scale,
-        'collapse/goal_invariance': (pred == pred_swapped).mean(),
+        'collapse/goal_invariance': (pred[:pred_swapped.shape[0]] == pred_swapped).mean(),
         'collapse/data_action_entropy': histogram_entropy(actions, n) / scale,
     }
