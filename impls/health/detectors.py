@@ -500,11 +500,13 @@ class WorldModelHealth(Detector):
 @dataclasses.dataclass
 class ReturnCollapse(Detector):
     """Peak-then-collapse: the evaluation score falls back from its best by more than `drop` of the progress made
-    (best - first evaluation) and stays there for `evals` evaluations in a row. health/return_collapse = (best -
-    current) / (best - first): 0 at the best, 1 back at the start."""
+    (best - first evaluation) and stays there for `evals` evaluations in a row. Progress counts once it is at least
+    `min_progress` of the scores' size (max(|first|, |best|)): smaller rises are evaluation noise. health/return_collapse
+    = (best - current) / (best - first): 0 at the best, 1 back at the start."""
 
     drop: float = 0.5
     evals: int = 2
+    min_progress: float = 0.25
     name = 'return_collapse'
     keys = ('evaluation/episode_return', 'evaluation/overall_success')
 
@@ -526,7 +528,8 @@ class ReturnCollapse(Detector):
         if value > self.best[1]:
             self.best = (step, value)
         progress = self.best[1] - self.first[1]
-        if progress <= 0:
+        if progress <= 0 or progress < self.min_progress * max(abs(self.first[1]), abs(self.best[1])):
+            self.below = 0
             return 0.0, None
         fallen = (self.best[1] - value) / progress
         self.below = self.below + 1 if fallen > self.drop else 0
