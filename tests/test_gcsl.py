@@ -149,12 +149,17 @@ def test_jax_backend_vmaps_seeds_and_resumes(tmp_path):
     assert config['num_seeds'] == 2 and len(config['action_table']) == 9
 
 
-def test_gymnasium_backend_on_lunar_lander(tmp_path):
+def test_gymnasium_backend_on_lunar_lander(tmp_path, capsys):
     out = run_train(tmp_path, 'lunar', '--env_name', goal_envs.LUNAR_ID, '--train_steps', '200', '--learning_starts',
                     '100', '--eval_episodes', '2', '--log_interval', '100', '--buffer_size', '1000')
     assert out['agent'].step == 100 and os.path.exists(tmp_path / 'lunar' / 'checkpoints')
     train = open(tmp_path / 'lunar' / 'train.csv').read().splitlines()
     assert 'training/collapse/goal_invariance' in train[0]
+    # The next tool in the chain: the offline goal-use diagnostic says where this agent's goal use is measured.
+    import test_goal_conditioning as tgc
+
+    assert tgc.main(['--checkpoint', str(tmp_path / 'lunar'), '--env_name', 'none']) == 2
+    assert 'training/collapse/goal_invariance' in capsys.readouterr().err
 
 
 @pytest.mark.parametrize('flags, message', [

@@ -45,6 +45,12 @@ def load_agent(path: str, algorithm: str | None = None, seed_index: int = 0, all
             f'--algorithm {algorithm} but the checkpoint in {ckpt_dir} was trained with {spec.name!r}; pass '
             f'--algorithm {spec.name} (or leave it out: the checkpoint records its algorithm).'
         )
+    if spec.kind == 'online_goal' and not allow_online:
+        raise CheckpointError(
+            f'{ckpt_dir} holds a {spec.name} agent (online goal reaching); the goal-conditioning diagnostic evaluates '
+            f'agents trained offline on OGBench datasets. Its goal use is measured during training: '
+            f'training/collapse/goal_invariance in train.csv (the share of states whose action does not change under '
+            f'another goal) and the action_collapse health detector.')
     if spec.kind != 'offline_gc' and not allow_online:
         raise CheckpointError(
             f'{ckpt_dir} holds a {spec.name} agent, which is not goal-conditioned; the goal-conditioning diagnostic '
