@@ -2,6 +2,7 @@
 
     python benchmarks/gcsl.py lunar --seeds 0 1 2 --json benchmarks/results/gcsl_lunar.json
     python benchmarks/gcsl.py pointmass --seed 0 --json benchmarks/results/gcsl_pointmass.json
+    python benchmarks/gcsl.py lunar --preset gcsl_transformer_lunar --seeds 0 --train_steps 50000 --agent.fusion=late
 
 lunar: GCSL on impls/LunarLanderGoal-v0 (preset gcsl_lunar: 2e5 environment steps, one update per step), one process
 per seed; per seed the greedy success over 50 episodes at every evaluation (5e4 and 2e5 are the figures compared
@@ -72,8 +73,8 @@ def main():
     p.add_argument('--seed', type=int, default=0, help='pointmass: the first of the vmapped seeds.')
     p.add_argument('--out', default='/tmp/gcsl_bench')
     p.add_argument('--json', default=None)
-    p.add_argument('extra', nargs='*', help='More train.py flags, after --')
-    args = p.parse_args()
+    args, extra = p.parse_known_args()  # anything else goes to train.py (e.g. --train_steps 50000 --agent.fusion=late)
+    args.extra = [a for a in extra if a != '--']
     results = []
     if args.task == 'baselines':
         results.append(baselines(args.episodes))
