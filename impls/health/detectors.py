@@ -557,15 +557,18 @@ class ActionCollapse(Detector):
     (training/collapse/goal_invariance) above `invariance` for `logs` logs. (2) One action everywhere: the entropy of
     the predicted-action histogram below `entropy` (a fraction of log #actions) for `logs` logs. (3) The collected data
     have collapsed too: the data's action entropy below `entropy`. (4) The loss falling while success does not: over
-    the last `window` evaluations the loss slope significant (t < -`t_threshold`), success not rising (t <= 0) and below
-    `success_ceiling`. health/action_collapse = the goal invariance."""
+    the last `window` evaluations the loss slope significant (t < -`t_threshold`), success not rising significantly
+    (t < `success_t`) and on average below `success_ceiling`. health/action_collapse = the goal invariance.
+    Calibration (benchmarks/RESULTS.md, issue 15): healthy GCSL runs keep the invariance at 0.2-0.45; a transformer
+    that processes state and goal separately climbed to 0.84 on LunarLander while success stayed near 0.1."""
 
-    invariance: float = 0.95
+    invariance: float = 0.75
     entropy: float = 0.1
     logs: int = 3
     window: int = 5
     t_threshold: float = 2.0
-    success_ceiling: float = 0.8
+    success_t: float = 1.0
+    success_ceiling: float = 0.5
     name = 'action_collapse'
     keys = ('training/collapse/goal_invariance', 'training/collapse/pred_action_entropy',
             'training/collapse/data_action_entropy', 'training/actor/loss', 'evaluation/overall_success')
@@ -625,10 +628,11 @@ class ActionCollapse(Detector):
         loss_slope, loss_t = _slope_t(*zip(*losses))
         _, success_t = _slope_t(*zip(*evals))
         mean_success = float(np.mean([v for _, v in evals]))
-        if loss_t < -self.t_threshold and success_t <= 0 and mean_success < self.success_ceiling:
+        if loss_t < -self.t_threshold and success_t < self.success_t and mean_success < self.success_ceiling:
             self.reported.add('loss')
             return (f'the loss falls while success does not: the training loss fell (t = {loss_t:.1f}) over steps '
-                    f'{evals[0][0]}-{step} while success stayed at {mean_success:.2f} on average (not rising). The '
+                    f'{evals[0][0]}-{step} while success stayed at {mean_success:.2f} on average (not rising '
+                    f'significantly, t = {success_t:.1f}). The '
                     'policy fits its own data better without reaching more goals: often the data collapsing onto '
                     'fewer actions (see training/collapse/*). Knobs: more random or sampled collection, a smaller '
                     'learning rate, a network that merges state and goal early.')
