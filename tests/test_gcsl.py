@@ -206,19 +206,21 @@ def test_the_action_is_read_at_the_token_of_s_t():
     rng = np.random.default_rng(0)
     obs, goals = rng.normal(size=(6, 4, 3)).astype(np.float32), rng.normal(size=(6, 2)).astype(np.float32)
     valid = np.array([[False, False, True, True]] * 6)
-    logits = agent.forward(agent.params, obs, valid, goals)['logits']
+    forward = jax.jit(lambda o, v, g: agent.forward(agent.params, o, v, g)['logits'])
+    logits = forward(obs, valid, goals)
     padded = obs.copy()
     padded[:, :2] = 100.0  # masked positions (before the episode) do not matter
-    np.testing.assert_allclose(agent.forward(agent.params, padded, valid, goals)['logits'], logits, atol=1e-5)
+    np.testing.assert_allclose(forward(padded, valid, goals), logits, atol=1e-5)
     moved = obs.copy()
     moved[:, -1] += 1.0  # s_t does
-    assert np.abs(agent.forward(agent.params, moved, valid, goals)['logits'] - logits).max() > 1e-3
+    assert np.abs(forward(moved, valid, goals) - logits).max() > 1e-3
     # Acting shifts s_t into the carried window and decodes the same token as a batch window ending at s_t.
     carry = agent.initial_carry(6)
+    act = jax.jit(lambda c, o: agent.act(c, o, goals, None, 'eval'))
     for k in range(4):
-        actions, carry = agent.act(carry, obs[:, k], goals, None, 'eval')
+        actions, carry = act(carry, obs[:, k])
     np.testing.assert_array_equal(carry['observations'], obs)
-    full = agent.forward(agent.params, obs, np.ones((6, 4), bool), goals)['logits']
+    full = forward(obs, np.ones((6, 4), bool), goals)
     np.testing.assert_array_equal(actions, np.argmax(full, -1))
 
 
