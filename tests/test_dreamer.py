@@ -147,7 +147,7 @@ def _train(tmp_path, *extra):
 
 
 def test_train_runs_and_resumes(tmp_path):
-    summary, save = _train(tmp_path, '--train_steps', '200', '--ckpt_every', '100', '--eval_episodes', '1')
+    summary, save = _train(tmp_path, '--train_steps', '150', '--ckpt_every', '50', '--eval_episodes', '1')
     with open(os.path.join(save, 'config.json')) as f:
         record = json.load(f)
     assert record['algorithm'] == 'dreamer' and record['flags']['training_steps_per_sample'] == 1.0
@@ -157,11 +157,11 @@ def test_train_runs_and_resumes(tmp_path):
     assert abs(float(rows[-1].split(',')[header.index('charts/replay_ratio')]) - 32.0) < 1e-6
     import train
 
-    train.main(['--resume', '--save_dir', save, '--train_steps', '300', '--no_progress', '--wandb_mode', 'disabled',
+    train.main(['--resume', '--save_dir', save, '--train_steps', '200', '--no_progress', '--wandb_mode', 'disabled',
                 '--eval_episodes', '1'])
     lines = open(os.path.join(save, 'train.csv')).read().splitlines()[1:]
     steps = [int(r.split(',')[header.index('step')]) for r in lines]
-    assert steps[-1] == 300
+    assert steps[-1] == 200
 
 
 @pytest.mark.parametrize('extra, message', [
@@ -180,7 +180,7 @@ def test_refusals(tmp_path, extra, message, capsys):
 
 def test_compiled_loop_trains_dreamer_and_resumes(tmp_path):
     """--env_backend jax: acting with the RSSM carry, device sequence replay and updates in one jitted loop."""
-    summary, save = _train(tmp_path, '--env_backend', 'jax', '--train_steps', '200', '--ckpt_every', '100',
+    summary, save = _train(tmp_path, '--env_backend', 'jax', '--train_steps', '150', '--ckpt_every', '50',
                            '--eval_episodes', '1')
     header = open(os.path.join(save, 'train.csv')).read().splitlines()[0].split(',')
     last = open(os.path.join(save, 'train.csv')).read().splitlines()[-1].split(',')
@@ -188,6 +188,6 @@ def test_compiled_loop_trains_dreamer_and_resumes(tmp_path):
     assert abs(float(last[header.index('charts/replay_ratio')]) - 32.0) < 1e-6  # one 4 x 8 update per step
     import train
 
-    train.main(['--resume', '--save_dir', save, '--train_steps', '300', '--no_progress', '--wandb_mode', 'disabled',
+    train.main(['--resume', '--save_dir', save, '--train_steps', '200', '--no_progress', '--wandb_mode', 'disabled',
                 '--eval_episodes', '1'])
-    assert open(os.path.join(save, 'train.csv')).read().splitlines()[-1].split(',')[header.index('step')] == '300'
+    assert open(os.path.join(save, 'train.csv')).read().splitlines()[-1].split(',')[header.index('step')] == '200'
