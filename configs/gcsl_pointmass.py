@@ -1,4 +1,4 @@
-"""GCSL on the jax point mass (impls.envs.goal_envs: a wall with a gap, 50-step episodes), 8 seeds vmapped in one
+"""GCSL on the jax point mass (impls.envs.goal_envs: a wall over the lower half, 50-step episodes), 8 seeds vmapped in one
 compiled loop, 4 environments per seed; sized for fast many-seed runs on a CPU: an MLP [64, 64] (GCSL's [400, 300]
 costs 25x the compute per update), lr 1e-3 and 5k random steps, chosen on seeds 100-101 (benchmarks/RESULTS.md, issue 15).
 
