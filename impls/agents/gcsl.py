@@ -29,7 +29,8 @@ import ml_collections
 import optax
 
 from impls.utils.flax_utils import nonpytree_field
-from impls.utils.goal_actions import SWAP_SAMPLES, collapse_metrics, collect_actions, swapped_goals
+from impls.utils.goal_actions import (SWAP_SAMPLES, check_collection_config, collapse_metrics, collect_actions,
+                                      swapped_goals)
 from impls.utils.networks import MLP
 from impls.utils.optim import lr_schedule, make_optimizer
 
@@ -104,12 +105,7 @@ class GCSLAgent(flax.struct.PyTreeNode):
         """Whole episodes, relabelled by the loop (impls.runs.goal_online) into (s_t, a_t, phi(s_t')) pairs."""
         return dict(kind='goal_episodes', relabel_horizon=config['relabel_horizon'])
 
-    @staticmethod
-    def check_config(config):
-        if config['collect'] not in ('greedy', 'sample'):
-            raise ValueError(f"--agent.collect={config['collect']!r}: expected greedy (GCSL) or sample.")
-        if config['relabel_horizon'] < 0:
-            raise ValueError('--agent.relabel_horizon must be >= 0 (0: any later state of the episode).')
+    check_config = staticmethod(check_collection_config)
 
     @classmethod
     def create(cls, seed, example_batch, config):

@@ -34,7 +34,8 @@ import ml_collections
 import optax
 
 from impls.utils.flax_utils import nonpytree_field
-from impls.utils.goal_actions import SWAP_SAMPLES, collapse_metrics, collect_actions, swapped_goals
+from impls.utils.goal_actions import (SWAP_SAMPLES, check_collection_config, collapse_metrics, collect_actions,
+                                      swapped_goals)
 from impls.utils.networks import MLP
 from impls.utils.optim import lr_schedule, make_optimizer
 from impls.utils.transformer import Block, causal_mask
@@ -193,8 +194,7 @@ class GCSLTransformerAgent(flax.struct.PyTreeNode):
         if config['fusion'] not in ('gate', 'late'):
             raise ValueError(f"--agent.fusion={config['fusion']!r}: expected gate (goal merged into the state tokens) "
                              "or late (separate processing, goal joined at the head).")
-        if config['collect'] not in ('greedy', 'sample'):
-            raise ValueError(f"--agent.collect={config['collect']!r}: expected greedy or sample.")
+        check_collection_config(config)
         if config['context'] < 1:
             raise ValueError('--agent.context must be >= 1 (states in the window, s_t included).')
         if config['dim'] % config['heads']:

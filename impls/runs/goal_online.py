@@ -129,6 +129,25 @@ class GoalRun:
         self.started = time.perf_counter()
         self.train = make_train(int(config.batch_size), limit, self.context)
 
+    def start(self, agent, buf, key):
+        """Resumes from the latest checkpoint when --resume (agent, buffer, key, step), then opens the session."""
+        step = 0
+        if self.args.resume:
+            agent, _, loop = self.session.restore(agent)
+            buf, key, step = jax.tree.map(jnp.asarray, loop['buffer']), jnp.asarray(loop['key']), int(loop['step'])
+            print(f'Resumed {self.run_dir} at environment step {step}.')
+        self.session.start(step)
+        return agent, buf, key, step
+
+    def save(self, step, agent, buf, key) -> float:
+        """A checkpoint with the episode buffer and key; returns the seconds it took."""
+        t0 = time.perf_counter()
+        self.session.save(step, agent, loop=dict(buffer=jax.device_get(buf), key=np.asarray(key), step=step))
+        return time.perf_counter() - t0
+
+    def updates_per_iteration(self, num_envs: int) -> int:
+        return max(1, int(round(num_envs * self.env_spec.horizon * float(self.config.updates_per_step))))
+
     def create(self, seed):
         try:
             return self.spec.agent_cls.create(seed, self.example, self.config)
@@ -224,19 +243,13 @@ def _run_gym(args, spec):
     run = GoalRun(args, spec, env_spec, table, 1)
     agent = run.create(args.seed)
     buf = buffer_init(run.capacity, env_spec.horizon, env_spec.obs_dim, env_spec.goal_dim)
-    key = jax.random.PRNGKey(args.seed + 1)
-    step = 0
-    if args.resume:
-        agent, _, loop = run.session.restore(agent)
-        buf, key, step = jax.tree.map(jnp.asarray, loop['buffer']), jnp.asarray(loop['key']), int(loop['step'])
-        print(f'Resumed {run.run_dir} at environment step {step}.')
-    run.session.start(step)
+    agent, buf, key, step = run.start(agent, buf, jax.random.PRNGKey(args.seed + 1))
     act_explore = jax.jit(lambda a, o, g, c, k, s: a.act(c, o, g, k, 'explore', (s, run.total)))
     act_eval = jax.jit(lambda a, o, g, c: a.act(c, o, g, None, 'eval'))
     train = jax.jit(run.train, static_argnums=3)
     add = jax.jit(buffer_add)
     E, T = args.num_envs, env_spec.horizon
-    n_updates = max(1, int(round(E * T * float(run.config.updates_per_step))))
+    n_updates = run.updates_per_iteration(E)
     next_log, next_eval, next_ckpt = (((step // i) + 1) * i for i in (args.log_interval, run.eval_interval,
                                                                        run.ckpt_every))
     interval, successes, timer, timer_steps = [], [], time.perf_counter(), 0
@@ -278,10 +291,9 @@ def _run_gym(args, spec):
                 timer += time.perf_counter() - t0
             if step >= next_ckpt or step >= run.total:
                 next_ckpt += run.ckpt_every
-                t0 = time.perf_counter()
-                run.session.save(step, agent, loop=dict(buffer=jax.device_get(buf), key=np.asarray(key), step=step))
-                excluded += time.perf_counter() - t0
-                timer += time.perf_counter() - t0
+                took = run.save(step, agent, buf, key)
+                excluded += took
+                timer += took
     finally:
         sps = (step - loop_start_step) / max(time.perf_counter() - loop_start - excluded, 1e-9)
         run.finish(step, sps, success)
@@ -336,13 +348,8 @@ def _run_jax(args, spec):
     agents = stack_agents([run.create(args.seed + i) for i in range(S)])
     bufs = jax.vmap(lambda _: buffer_init(run.capacity, T, env.spec.obs_dim, env.spec.goal_dim))(jnp.arange(S))
     keys = jax.vmap(lambda s: jax.random.PRNGKey(s + 1))(jnp.arange(args.seed, args.seed + S))
-    step = 0
-    if args.resume:
-        agents, _, loop = run.session.restore(agents)
-        bufs, keys, step = jax.tree.map(jnp.asarray, loop['buffer']), jnp.asarray(loop['key']), int(loop['step'])
-        print(f'Resumed {run.run_dir} at environment step {step}.')
-    run.session.start(step)
-    n_updates = max(1, int(round(E * T * float(run.config.updates_per_step))))
+    agents, bufs, keys, step = run.start(agents, bufs, keys)
+    n_updates = run.updates_per_iteration(E)
     learning_starts, total, threshold = args.learning_starts, run.total, env.spec.threshold
 
     def iteration(agent, buf, key, step):
@@ -392,10 +399,9 @@ def _run_jax(args, spec):
                 timer += time.perf_counter() - t0
             if step >= next_ckpt or step >= total:
                 next_ckpt += run.ckpt_every
-                t0 = time.perf_counter()
-                run.session.save(step, agents, loop=dict(buffer=jax.device_get(bufs), key=np.asarray(keys), step=step))
-                excluded += time.perf_counter() - t0
-                timer += time.perf_counter() - t0
+                took = run.save(step, agents, bufs, keys)
+                excluded += took
+                timer += took
     finally:
         sps = (step - loop_start_step) * S / max(time.perf_counter() - loop_start - excluded, 1e-9)
         run.finish(step, sps, success)

@@ -17,6 +17,14 @@ def collect_actions(logits, key, step, random_steps: int, collect: str):
     return jnp.where(step < random_steps, random, policy)
 
 
+def check_collection_config(config):
+    """The collection and relabelling keys both goal policies share; ValueError names the bad one."""
+    if config['collect'] not in ('greedy', 'sample'):
+        raise ValueError(f"--agent.collect={config['collect']!r}: expected greedy (GCSL) or sample.")
+    if config['relabel_horizon'] < 0:
+        raise ValueError('--agent.relabel_horizon must be >= 0 (0: any later state of the episode).')
+
+
 def histogram_entropy(indices, n: int):
     """Entropy (nats) of the empirical distribution of integer `indices` over n values."""
     p = jnp.bincount(indices.reshape(-1), length=n) / indices.size
