@@ -106,6 +106,11 @@ def build_parser():
     a('--health_disable', default='', help='Comma-separated health detectors to switch off.')
     a('--health_probe_interval', type=int, default=None,
       help='Steps between goal-sensitivity probes of goal-conditioned agents (default: 5 x log_interval; 0: off).')
+    a('--eval_runs', type=int, default=4,
+      help='In-context agents: fresh contexts per held-out goal at evaluation (each runs --eval_episodes episodes).')
+    a('--history_source', default='q_learning', choices=['q_learning', 'q_optimistic', 'noisy_optimal'],
+      help='In-context agents: the source algorithm of the learning histories written when --dataset_path is not '
+      'given and data/darkroom/histories.npz does not exist (--generate_episodes episodes per history).')
     a('--random_baseline', action='store_true', help='Also evaluate a uniform random policy at the end.')
     a('--no_progress', action='store_true', help='No progress bar.')
     return p
@@ -180,6 +185,7 @@ def main(argv=None):
     from impls.health import HealthConfigError
     from impls.runs.offline import TrainingError, run_offline
     from impls.runs.goal_online import run_goal_online
+    from impls.runs.in_context import run_in_context
     from impls.runs.online import run_online
     from impls.utils.sharding import ShardingError, initialize_distributed
 
@@ -189,7 +195,8 @@ def main(argv=None):
             initialize_distributed()
         spec = get_agent(args.algorithm)
         args.algorithm = spec.name  # one canonical (lower-case) name in run names, config.json and checkpoints
-        loops = {'offline_gc': run_offline, 'online': run_online, 'online_goal': run_goal_online}
+        loops = {'offline_gc': run_offline, 'online': run_online, 'online_goal': run_goal_online,
+                 'in_context': run_in_context}
         return loops[spec.kind](args, spec)
     except (ConfigError, UnknownAlgorithmError, TrainingError, DatasetError, CheckpointError, HealthConfigError,
             EnvError, ShardingError) as e:

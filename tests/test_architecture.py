@@ -139,7 +139,7 @@ def test_the_checker_sees_a_forbidden_edge(tmp_path):
         'impls/agents/gcsl.py:1 imports impls.agents.dreamer_rssm (an agent importing another agent)']
 
 
-@pytest.mark.parametrize('name', ['crl', 'gciql', 'cmd', 'dqn', 'dreamer', 'gcsl', 'gcsl_transformer'])
+@pytest.mark.parametrize('name', ['crl', 'gciql', 'cmd', 'dqn', 'dreamer', 'gcsl', 'gcsl_transformer', 'ad', 'cad'])
 def test_every_agent_keeps_the_contract(name):
     """create(seed, example_batch, config); update(batch) -> (agent, info); initial_carry; act(carry, obs, goals,
     key, mode) -> (actions, carry) in 'eval' and 'explore' modes."""
@@ -174,6 +174,18 @@ def test_every_agent_keeps_the_contract(name):
             agent = spec.agent_cls.create(0, dict(observations=obs[:1], goals=obs[:1, :2]), config)
             batch.update(observations=np.repeat(obs[:, None], 2, 1), valid=np.ones((8, 2), bool))
         goals, shape = obs[::-1, :2], (8,)
+    elif spec.kind == 'in_context':  # windows of learning histories; acting feeds the context through record()
+        with config.unlocked():
+            config.update(dict(num_observations=3, horizon=2, tf_n_embd=8, tf_n_head=2, tf_n_layer=1))
+            config.update(dict(seq_len=4) if name == 'ad' else dict(
+                n_latent=2, encoder_n_layer=1, max_compression_depth=1, min_compress_length=1, max_compress_length=2,
+                min_uncompressed_length=1, max_uncompressed_length=3, eval_compress_length=2))
+        L = spec.agent_cls.replay(config)['length']
+        ints = lambda top: rng.integers(0, top, (8, L)).astype(np.int32)
+        batch = dict(observations=ints(3), actions=ints(2), rewards=np.ones((8, L), np.float32),
+                     prev_actions=ints(3), prev_rewards=np.zeros((8, L), np.float32))
+        agent = spec.agent_cls.create(0, {k: v[:1] for k, v in batch.items()}, config)
+        obs, goals, shape = obs.argmax(-1).astype(np.int32), None, (8,)
     elif spec.kind == 'online':
         agent = spec.agent_cls.create(0, dict(observations=obs[:1]), config)
         batch = dict(observations=obs, actions=rng.integers(0, 2, 8).astype(np.int32),
@@ -193,6 +205,8 @@ def test_every_agent_keeps_the_contract(name):
         actions, carry = jax.jit(lambda c, o, g, k, m=mode: agent.act(c, o, g, k, m))(carry, obs, goals,
                                                                                      jax.random.PRNGKey(1))
         assert actions.shape == shape
+        if spec.kind == 'in_context':
+            carry = agent.record(carry, actions, np.ones(8, np.float32))
 
 
 if __name__ == '__main__':

@@ -10,7 +10,7 @@ import dataclasses
 import difflib
 from typing import Callable
 
-from impls.agents import cmd, crl, dqn, dreamer, gciql, gcsl, gcsl_transformer
+from impls.agents import ad, cad, cmd, crl, dqn, dreamer, gciql, gcsl, gcsl_transformer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,10 +19,13 @@ class AgentSpec:
     agent_cls: type
     get_config: Callable
     kind: str  # 'offline_gc': offline goal-conditioned on an OGBench-layout dataset; 'online': env interaction;
-    # 'online_goal': online goal reaching, fixed-length episodes toward sampled goals (impls/runs/goal_online.py).
+    # 'online_goal': online goal reaching, fixed-length episodes toward sampled goals (impls/runs/goal_online.py);
+    # 'in_context': in-context RL trained on learning histories, evaluated on held-out tasks (impls/runs/in_context.py).
 
 
 AGENTS = {
+    'ad': AgentSpec('ad', ad.ADAgent, ad.get_config, 'in_context'),
+    'cad': AgentSpec('cad', cad.CADAgent, cad.get_config, 'in_context'),
     'cmd': AgentSpec('cmd', cmd.CMDAgent, cmd.get_config, 'offline_gc'),
     'crl': AgentSpec('crl', crl.CRLAgent, crl.get_config, 'offline_gc'),
     'gciql': AgentSpec('gciql', gciql.GCIQLAgent, gciql.get_config, 'offline_gc'),

@@ -38,6 +38,8 @@ KNOB_ALIASES = {
     'num_steps': '--train_steps',
     'env_id': '--env_name',
     'max_grad_norm': '--agent.max_grad_norm',
+    'train_batch_size': '--batch_size (or --agent.batch_size)',
+    'train_timesteps': '--train_steps (updates, for the in-context agents)',
 }
 
 # Loop settings (how a run collects data and trains), given as train.py flags, not agent hyperparameters.

@@ -4,6 +4,7 @@ MLP, each residual) and the masks. flax's MultiHeadDotProductAttention does the 
 from __future__ import annotations
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 
@@ -34,3 +35,75 @@ class Block(nn.Module):
         h = nn.Dense(self.mlp_ratio * self.dim)(nn.LayerNorm()(x))
         h = nn.Dense(self.dim)(nn.gelu(h))
         return x + nn.Dropout(self.dropout, deterministic=deterministic)(h)
+
+
+# ---- a causal transformer with an explicit key-value cache (the in-context agents: AD, compressed AD) ---------------
+def attention_mask(valid_q, valid_k, causal: bool = True, offset=0):
+    """(B, Tq) and (B, Tk) bool of real tokens -> (B, 1, Tq, Tk): query i (at position offset + i) sees real keys
+    j <= offset + i (causal) or every real key; a query always sees itself when it is real."""
+    Tq, Tk = valid_q.shape[-1], valid_k.shape[-1]
+    mask = valid_q[:, :, None] & valid_k[:, None, :]
+    if causal:
+        mask = mask & (jnp.arange(Tk)[None, :] <= offset + jnp.arange(Tq)[:, None])[None]
+    return mask[:, None]
+
+
+class CachedBlock(nn.Module):
+    """Pre-LayerNorm block whose self-attention returns its keys and values, and can attend over a cache instead:
+    x + Attn(LN(x)); x + MLP(LN(x)).
+
+    Full pass: `cache=None`; the keys/values of x come back, (B, T, H, Dh) each, to fill a cache.
+    Decoding: `cache=(k, v)` of (B, S, H, Dh); x's keys and values are written at `index` (x's first position in
+    the cache) and x attends over the cache under `mask` (B, 1, T, S). Returns (x, (k, v))."""
+
+    dim: int
+    heads: int
+    mlp_ratio: int = 4
+    dropout: float = 0.0
+    attn_dropout: float = 0.0
+
+    @nn.compact
+    def __call__(self, x, mask, cache=None, index=0, deterministic: bool = True):
+        head_dim = self.dim // self.heads
+        h = nn.LayerNorm()(x)
+        q, k, v = (nn.DenseGeneral((self.heads, head_dim), name=n)(h) for n in ('query', 'key', 'value'))
+        if cache is not None:
+            k = jax.lax.dynamic_update_slice_in_dim(cache[0], k.astype(cache[0].dtype), index, axis=1)
+            v = jax.lax.dynamic_update_slice_in_dim(cache[1], v.astype(cache[1].dtype), index, axis=1)
+        logits = jnp.einsum('bqhd,bkhd->bhqk', q, k) / jnp.sqrt(head_dim).astype(q.dtype)
+        weights = jax.nn.softmax(jnp.where(mask, logits, jnp.finfo(logits.dtype).min), -1)
+        weights = nn.Dropout(self.attn_dropout, deterministic=deterministic)(weights)
+        out = nn.DenseGeneral(self.dim, axis=(-2, -1), name='out')(jnp.einsum('bhqk,bkhd->bqhd', weights, v))
+        x = x + nn.Dropout(self.dropout, deterministic=deterministic)(out)
+        h = nn.Dense(self.mlp_ratio * self.dim)(nn.LayerNorm()(x))
+        h = nn.Dense(self.dim)(nn.gelu(h))
+        return x + nn.Dropout(self.dropout, deterministic=deterministic)(h), (k, v)
+
+
+class CausalTransformer(nn.Module):
+    """Learned positions + `layers` CachedBlocks + a final LayerNorm over embedded tokens x (B, T, dim) at integer
+    `positions` (B, T) < max_len. `caches`: None (a full pass) or one (k, v) per layer (decoding at `index`).
+    Returns (hidden (B, T, dim), one (k, v) per layer)."""
+
+    dim: int
+    heads: int
+    layers: int
+    max_len: int
+    dropout: float = 0.0
+    attn_dropout: float = 0.0
+
+    @nn.compact
+    def __call__(self, x, positions, mask, caches=None, index=0, deterministic: bool = True):
+        x = x + nn.Embed(self.max_len, self.dim, embedding_init=nn.initializers.normal(0.02), name='pos')(positions)
+        x = nn.Dropout(self.dropout, deterministic=deterministic)(x)
+        new = []
+        for i in range(self.layers):
+            x, kv = CachedBlock(self.dim, self.heads, dropout=self.dropout, attn_dropout=self.attn_dropout,
+                                name=f'block{i}')(x, mask, None if caches is None else caches[i], index, deterministic)
+            new.append(kv)
+        return nn.LayerNorm()(x), new
+
+
+def pad_cache(kvs, size: int):
+    """Keys/values of a full pass over T tokens -> a cache of `size` positions (zeros after T)."""
+    return [tuple(jnp.pad(a, ((0, 0), (0, size - a.shape[1]), (0, 0), (0, 0))) for a in kv) for kv in kvs]
