@@ -51,7 +51,7 @@ def test_sources_improve_over_their_history():
 @pytest.fixture(scope='module')
 def histories(tmp_path_factory):
     path = str(tmp_path_factory.mktemp('hist') / 'histories.npz')
-    darkroom.write_dataset(path, episodes=12, source='noisy_optimal', eps_decay=0.5)
+    darkroom.write_dataset(path, episodes=12, source='noisy_optimal', histories_per_goal=1, eps_decay=0.5)
     return path
 
 

@@ -182,7 +182,7 @@ def test_bad_configuration_is_reported():
     assert parse_health_overrides(['value_divergence.growth=3']) == {'value_divergence': {'growth': 3.0}}
     assert set(DETECTORS) == {'value_divergence', 'objective_mismatch', 'goal_ignoring', 'critic_at_chance', 'epoch_shock', 'gradient',
                               'target_tracking', 'entropy', 'world_model', 'return_collapse',
-                              'action_collapse'}
+                              'action_collapse', 'in_context'}
 
 
 def test_report_on_demand_with_gaps_and_nans(tmp_path, capsys):
@@ -231,3 +231,28 @@ def test_world_model_floor_lag_and_optimism():
     optimistic = [(s, row(imagined=40.0, real=10.0)) for s in steps(4)]
     monitor, fired, _, _ = run(optimistic, context)
     assert fired['world_model'] == 3000 and 'exploiting errors' in monitor.alarms[0].message
+
+
+def test_in_context_tells_not_learning_from_not_in_context_from_fading():
+    chance = float(np.log(5))
+    at_chance = [(s, {'training/actor/ce': chance * 0.99, 'training/actor/chance_loss': chance}) for s in steps(8)]
+    _, fired, values, printed = run(at_chance)
+    assert fired['in_context'] == 5000  # logs 3, 4, 5 after the 2 warmup logs
+    assert values[0]['health/in_context'] == pytest.approx(0.99)
+    assert any('no better than a uniform guess' in p for p in printed)
+    learning = [(s, {'training/actor/ce': chance * (0.99 - 0.1 * i), 'training/actor/chance_loss': chance})
+                for i, s in enumerate(steps(8))]
+    assert 'in_context' not in run(learning)[1]
+
+    def with_gains(gains):
+        rows = []
+        for i, g in enumerate(gains):
+            rows.append(((2 * i + 1) * 1000, {'training/actor/ce': 0.5, 'training/actor/chance_loss': chance}))
+            rows.append(((2 * i + 2) * 1000, {'evaluation/in_context_gain': g}))
+        return run(rows)
+
+    _, fired, _, printed = with_gains([0.1, 0.3, 0.2])
+    assert fired['in_context'] == 4000 and any('not in context' in p for p in printed)
+    _, fired, _, printed = with_gains([0.5, 4.0, 5.0, 1.5, 2.0])
+    assert fired['in_context'] == 10_000 and any('fading' in p for p in printed)
+    assert 'in_context' not in with_gains([0.5, 3.0, 5.0, 6.0])[1]

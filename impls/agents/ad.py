@@ -29,7 +29,7 @@ import optax
 
 from impls.utils.flax_utils import nonpytree_field
 from impls.utils.history_tokens import (TOKEN_LAYOUTS, action_loss, action_token, chance_loss, feature_size,
-                                        reward_token, sample_action, state_token, window_tokens)
+                                        optimizer_config, reward_token, sample_action, state_token, window_tokens)
 from impls.utils.optim import lr_schedule, make_optimizer
 from impls.utils.transformer import CausalTransformer, attention_mask
 
@@ -51,11 +51,6 @@ class HistoryModel(nn.Module):
         h, kvs = CausalTransformer(self.dim, self.heads, self.layers, self.max_len, self.dropout, self.attn_dropout,
                                    name='transformer')(x, positions, mask, caches, index, deterministic)
         return nn.Dense(self.num_actions, name='head')(h), kvs
-
-
-def optimizer_config(c) -> dict:
-    """The optimiser keys of impls/utils/optim.py from the in-context agents' names."""
-    return dict(lr=c['lr'], warmup_steps=c['num_warmup_steps'], max_grad_norm=c['max_grad_norm'])
 
 
 class ADAgent(flax.struct.PyTreeNode):

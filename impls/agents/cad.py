@@ -32,7 +32,8 @@ import ml_collections
 import optax
 
 from impls.utils.flax_utils import nonpytree_field
-from impls.utils.history_tokens import action_loss, chance_loss, feature_size, sample_action, state_token, window_tokens
+from impls.utils.history_tokens import (action_loss, chance_loss, feature_size, optimizer_config, sample_action,
+                                        state_token, window_tokens)
 from impls.utils.optim import lr_schedule, make_optimizer
 from impls.utils.transformer import CachedBlock, CausalTransformer, attention_mask
 
@@ -88,10 +89,6 @@ class CompressedHistoryModel(nn.Module):
         mask = (key_valid & (jnp.arange(key_valid.shape[1]) <= index)[None])[:, None, None]
         h, kvs = self.decoder(self.embed(token)[:, None], jnp.full((B, 1), index), mask, caches, index)
         return self.head(h[:, 0]), kvs
-
-
-def optimizer_config(c) -> dict:
-    return dict(lr=c['lr'], warmup_steps=c['num_warmup_steps'], max_grad_norm=c['max_grad_norm'])
 
 
 def window_length(c) -> int:

@@ -508,7 +508,7 @@ class ReturnCollapse(Detector):
     evals: int = 2
     min_progress: float = 0.25
     name = 'return_collapse'
-    keys = ('evaluation/episode_return', 'evaluation/overall_success')
+    keys = ('evaluation/episode_return', 'evaluation/overall_success', 'evaluation/return_mean')
 
     def reset_state(self):
         super().reset_state()
@@ -639,8 +639,82 @@ class ActionCollapse(Detector):
         return None
 
 
+@dataclasses.dataclass
+class InContextHealth(Detector):
+    """In-context RL (AD, compressed AD) trained on learning histories, three failures told apart:
+    (1) not learning: the action cross-entropy (training/actor/ce) within `margin` of chance (ln A,
+        training/actor/chance_loss) for `logs` logs after the first `warmup_logs`;
+    (2) learning, but not in context: the loss clearly below chance (under (1 - learned) x chance) while the in-context
+        gain (evaluation/in_context_gain: last-10 minus first-10 episode returns) stays under `min_gain` for `evals`
+        evaluations in a row;
+    (3) in-context ability fading: the gain reached at least 2 x min_gain, then fell under half its best for `evals`
+        evaluations in a row.
+    health/in_context = the cross-entropy as a fraction of chance."""
+
+    margin: float = 0.03
+    logs: int = 3
+    warmup_logs: int = 2
+    learned: float = 0.2
+    min_gain: float = 1.0
+    evals: int = 2
+    name = 'in_context'
+    keys = ('training/actor/ce', 'training/actor/chance_loss', 'evaluation/in_context_gain')
+
+    def reset_state(self):
+        super().reset_state()
+        self.train_logs = self.at_chance = self.flat = self.faded = 0
+        self.ce = self.best_gain = None
+        self.fired = set()
+
+    def _fire(self, kind, text):
+        if kind in self.fired:
+            return None
+        self.fired.add(kind)
+        return text
+
+    def observe(self, step, metrics, context):
+        ce, chance = metrics.get('training/actor/ce'), metrics.get('training/actor/chance_loss')
+        gain = metrics.get('evaluation/in_context_gain')
+        value, warning = None, None
+        if ce is not None and chance:
+            self.train_logs += 1
+            self.ce, value = (ce, chance), ce / chance
+            at = ce >= (1 - self.margin) * chance
+            self.at_chance = self.at_chance + 1 if at and self.train_logs > self.warmup_logs else 0
+            if self.at_chance >= self.logs:
+                warning = self._fire('chance', (
+                    f'the action loss sits at chance level at step {step}: cross-entropy {ce:.3f} against ln A = '
+                    f'{chance:.3f} for {self.at_chance} logs. The model predicts the histories\' actions no better than '
+                    'a uniform guess: it is not learning at all. Usual causes: a learning rate too high or too low '
+                    '(--agent.lr, --agent.num_warmup_steps), the actions not reaching the loss (token layout), and for '
+                    'compressed AD gradients lost through the compression rounds (compare compression/ce_depth0 with '
+                    'the deeper depths; lower --agent.max_compression_depth to start).'))
+        if gain is not None and np.isfinite(gain):
+            self.best_gain = gain if self.best_gain is None else max(self.best_gain, gain)
+            learned = self.ce is not None and self.ce[0] < (1 - self.learned) * self.ce[1]
+            self.flat = self.flat + 1 if learned and gain < self.min_gain else 0
+            if self.flat >= self.evals:
+                warning = self._fire('flat', (
+                    f'the model learns the histories but not in context at step {step}: the loss is well below chance '
+                    f'({self.ce[0]:.3f} against {self.ce[1]:.3f}) while the last 10 in-context episodes beat the first '
+                    f'10 by only {gain:.2f} for {self.flat} evaluations. It imitates an average policy instead of '
+                    'improving from its context. Usual causes: a context shorter than a few episodes (--agent.seq_len), '
+                    'histories whose policy changes too slowly within a context (a faster source, subsampled '
+                    'episodes), too few histories per task (memorising the training tasks), or too few updates.')) \
+                    or warning
+            strong = self.best_gain >= 2 * self.min_gain
+            self.faded = self.faded + 1 if strong and gain < 0.5 * self.best_gain else 0
+            if self.faded >= self.evals:
+                warning = self._fire('fade', (
+                    f'in-context ability fading at step {step}: the in-context gain reached {self.best_gain:.2f} and '
+                    f'has been below half of it for {self.faded} evaluations (now {gain:.2f}). In-context learning can '
+                    'appear and then give way to memorising the training tasks. Knobs: more tasks or histories per '
+                    'task, more dropout (--agent.tf_dropout), stop at the checkpoint of the best gain.')) or warning
+        return value, warning
+
+
 DETECTORS = {cls.name: cls for cls in (ValueDivergence, ObjectiveMismatch, GoalIgnoring, CriticAtChance, EpochShock,
                                        GradientTrouble, TargetTracking, EntropyCollapse, WorldModelHealth,
-                                       ReturnCollapse, ActionCollapse)}
+                                       ReturnCollapse, ActionCollapse, InContextHealth)}
 
 

@@ -83,3 +83,8 @@ def sample_action(logits, key, temperature: float):
     if temperature == 0:
         return jnp.argmax(logits, -1).astype(jnp.int32)
     return jax.random.categorical(key, logits / temperature).astype(jnp.int32)
+
+
+def optimizer_config(c) -> dict:
+    """The keys of impls/utils/optim.py from the in-context agents' names (num_warmup_steps is warmup_steps)."""
+    return dict(lr=c['lr'], warmup_steps=c['num_warmup_steps'], max_grad_norm=c['max_grad_norm'])
