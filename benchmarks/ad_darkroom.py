@@ -8,6 +8,10 @@
     python benchmarks/ad_darkroom.py baselines --dataset data/darkroom/histories.npz
     # evaluation cost per step with and without the key-value cache, and training tokens/s
     python benchmarks/ad_darkroom.py speed --preset ad_darkroom
+    # a trained run's checkpoint evaluated in context again (held-out goals, or training goals to choose settings on)
+    python benchmarks/ad_darkroom.py evaluate --runs RUN_DIR --temperature 0.3 [--goals training] --json ...
+    # the loss of each run beside chance level (ln 5), and the in-context gain over training
+    python benchmarks/ad_darkroom.py plot --runs RUN_DIR [RUN_DIR ...] --png benchmarks/results/ad_loss.png
 
 Flags after the known ones go to train.py unchanged.
 """
@@ -129,9 +133,85 @@ def speed(args, extra):
     print(line)
 
 
+def evaluate(args, extra):
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from impls.envs import darkroom
+    from impls.runs.in_context import in_context_rollout, summarize
+    from impls.runs.restore import load_agent
+
+    results = json.load(open(args.json)) if args.json and os.path.exists(args.json) else {}
+    for run in args.runs:
+        agent, record, step = load_agent(run)
+        if args.goals == 'heldout':
+            goals = np.asarray(record['heldout_goals'])
+        else:  # 16 training goals drawn once: for choosing evaluation settings without touching held-out goals
+            goals = np.random.default_rng(1).choice(darkroom.split_goals(record['split_seed'])[0], 16, replace=False)
+        goals = jnp.repeat(jnp.asarray(goals, jnp.int32), args.runs_per_goal)
+        agent = agent.replace(config=agent.config.copy({'eval_temperature': args.temperature}))
+        t0 = time.perf_counter()
+        returns = np.asarray(jax.jit(lambda ag, k: in_context_rollout(ag, goals, args.episodes, k))(
+            agent, jax.random.PRNGKey(args.eval_seed)))
+        row = summarize(returns, np.asarray(goals))
+        row['seconds'] = time.perf_counter() - t0
+        name = f'{os.path.basename(os.path.normpath(run))}@{step}-T{args.temperature}-{args.goals}'
+        results[name] = row
+        per_goal = ', '.join(f'{k.split("goal")[-1]}: {v:.1f}' for k, v in row.items()
+                             if k[len('evaluation/goal'):].isdigit())
+        print(f'{name}: mean {row["evaluation/return_mean"]:.2f} first10 {row["evaluation/return_first10"]:.2f} '
+              f'last10 {row["evaluation/return_last10"]:.2f} goals>1 {int(row["evaluation/goals_above_1"])} | '
+              f'{per_goal}', flush=True)
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(results, f, indent=1)
+
+
+def plot(args, extra):
+    import math
+
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
+    for run in args.runs:
+        with open(os.path.join(run, 'train.csv')) as f:
+            rows = list(csv.DictReader(f))
+        name = os.path.basename(os.path.normpath(run))
+        steps = [float(r['step']) for r in rows]
+        line, = ax.plot(steps, [float(r['training/actor/ce']) for r in rows], label=f'{name} training')
+        ax.plot(steps, [float(r['validation/actor/ce']) for r in rows], '--', color=line.get_color(),
+                label=f'{name} held-out histories')
+        with open(os.path.join(run, 'eval.csv')) as f:
+            ev = list(csv.DictReader(f))
+        bx.plot([float(r['step']) for r in ev], [float(r['evaluation/in_context_gain']) for r in ev], 'o-', label=name)
+    ax.axhline(math.log(5), color='k', ls=':', label='chance (ln 5)')
+    ax.set_xlabel('update')
+    ax.set_ylabel('action cross-entropy')
+    ax.legend(fontsize=6)
+    bx.axhline(0, color='k', ls=':')
+    bx.set_xlabel('update')
+    bx.set_ylabel('in-context gain (last 10 - first 10 episodes)')
+    bx.legend(fontsize=6)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(args.png)), exist_ok=True)
+    fig.savefig(args.png, dpi=100)
+    print(f'wrote {args.png}')
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('mode', choices=['runs', 'baselines', 'speed'])
+    p.add_argument('mode', choices=['runs', 'baselines', 'speed', 'plot', 'evaluate'])
+    p.add_argument('--temperature', type=float, default=0.3)
+    p.add_argument('--goals', choices=['heldout', 'training'], default='heldout')
+    p.add_argument('--episodes', type=int, default=100)
+    p.add_argument('--runs_per_goal', type=int, default=4)
+    p.add_argument('--eval_seed', type=int, default=12345)
+    p.add_argument('--runs', nargs='*', default=[])
+    p.add_argument('--png', default='benchmarks/results/ad_loss.png')
     p.add_argument('--preset', default='ad_darkroom')
     p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     p.add_argument('--tag', default='')
@@ -139,7 +219,7 @@ def main():
     p.add_argument('--json', default=None)
     p.add_argument('--dataset', default='data/darkroom/histories.npz')
     args, extra = p.parse_known_args()
-    dict(runs=runs, baselines=baselines, speed=speed)[args.mode](args, extra)
+    dict(runs=runs, baselines=baselines, speed=speed, plot=plot, evaluate=evaluate)[args.mode](args, extra)
 
 
 if __name__ == '__main__':

@@ -698,7 +698,9 @@ class InContextHealth(Detector):
                     f'the model learns the histories but not in context at step {step}: the loss is well below chance '
                     f'({self.ce[0]:.3f} against {self.ce[1]:.3f}) while the last 10 in-context episodes beat the first '
                     f'10 by only {gain:.2f} for {self.flat} evaluations. It imitates an average policy instead of '
-                    'improving from its context. Usual causes: a context shorter than a few episodes (--agent.seq_len), '
+                    'improving from its context. Usual causes: the evaluation\'s sampling temperature (at 1 small errors '
+                    'compound over thousands of steps, at 0 the policy gets stuck; try --eval_temperature 0.2-0.5), a '
+                    'context shorter than a few episodes (--agent.seq_len), '
                     'histories whose policy changes too slowly within a context (a faster source, subsampled '
                     'episodes), too few histories per task (memorising the training tasks), or too few updates.')) \
                     or warning
