@@ -161,7 +161,8 @@ def evaluate(args, extra):
         per_goal = ', '.join(f'{k.split("goal")[-1]}: {v:.1f}' for k, v in row.items()
                              if k[len('evaluation/goal'):].isdigit())
         print(f'{name}: mean {row["evaluation/return_mean"]:.2f} first10 {row["evaluation/return_first10"]:.2f} '
-              f'last10 {row["evaluation/return_last10"]:.2f} goals>1 {int(row["evaluation/goals_above_1"])} | '
+              f'last10 {row["evaluation/return_last10"]:.2f} gain {row["evaluation/in_context_gain"]:.2f} +- '
+              f'{row["evaluation/in_context_gain_se"]:.2f} (s.e.) goals>1 {int(row["evaluation/goals_above_1"])} | '
               f'{per_goal}', flush=True)
     if args.json:
         with open(args.json, 'w') as f:

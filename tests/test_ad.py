@@ -120,11 +120,12 @@ def _stream(agent, batch, steps):
     carry = agent.initial_carry(3)
     carry = dict(carry, prev_action=batch['prev_actions'][:, 0], prev_reward=batch['prev_rewards'][:, 0])
     c, out = agent.config, []
+    feed, record = jax.jit(lambda a, c, t: a._feed(c, t)), jax.jit(lambda a, c, x, r: a.record(c, x, r))
     for t in range(steps):
         if t:
-            carry = agent.record(carry, batch['actions'][:, t - 1], batch['rewards'][:, t - 1])
+            carry = record(agent, carry, batch['actions'][:, t - 1], batch['rewards'][:, t - 1])
         token = state_token(c['tokens'], 81, 5, batch['observations'][:, t], carry['prev_action'], carry['prev_reward'])
-        carry, logits = agent._feed(carry, token)
+        carry, logits = feed(agent, carry, token)
         out.append(logits)
     return jnp.stack(out, 1)
 
@@ -165,15 +166,17 @@ def test_cad_cache_and_compression_match_full_passes(histories):
     agent = cad.CADAgent.create(0, {k: v[:, :W] for k, v in batch.items()}, c)
     carry = agent.initial_carry(3)
     carry = dict(carry, prev_action=batch['prev_actions'][:, 0], prev_reward=batch['prev_rewards'][:, 0])
+    feed = jax.jit(lambda a, c, t: a._feed(c, t))
+    full_pass = jax.jit(lambda a, c, v: a.network.apply({'params': a.params}, c['latents'],
+                                                        jnp.broadcast_to(c['has'], (3,)), c['tokens'], v)[0])
     for t in range(30):
         if t:
             carry = agent.record(carry, batch['actions'][:, t - 1], batch['rewards'][:, t - 1])
         token = state_token('joint', 81, 5, batch['observations'][:, t], carry['prev_action'], carry['prev_reward'])
-        carry, logits = agent._feed(carry, token)
+        carry, logits = feed(agent, carry, token)
         f = int(carry['fill'])
         valid = jnp.broadcast_to(jnp.arange(8) < f, (3, 8))
-        full, _ = agent.network.apply({'params': agent.params}, carry['latents'],
-                                      jnp.broadcast_to(carry['has'], (3,)), carry['tokens'], valid)
+        full = full_pass(agent, carry, valid)
         np.testing.assert_allclose(logits, full[:, f - 1], atol=1e-4)
     assert int(carry['rounds']) == 5  # compressions at steps 8, 13, 18, 23, 28
     np.testing.assert_array_equal(carry['tokens'][:, 0], state_token('joint', 81, 5, batch['observations'][:, 25],

@@ -89,11 +89,15 @@ def in_context_rollout(agent, goals, episodes: int, key):
 
 
 def summarize(returns, goals) -> dict:
-    """Metrics of (G, E) in-context returns: the mean, first-10 / last-10 episode means, their gap, per goal."""
+    """Metrics of (G, E) in-context returns: the mean, first-10 / last-10 episode means, their gap and its standard
+    error over the contexts, the goals whose mean is above 1, the mean per goal."""
     first, last = returns[:, :10].mean(), returns[:, -10:].mean()
+    gains = returns[:, -10:].mean(1) - returns[:, :10].mean(1)  # per context
+    se = float(gains.std(ddof=1) / np.sqrt(len(gains))) if len(gains) > 1 else float('nan')
     per_goal = {int(g): float(returns[goals == g].mean()) for g in np.unique(goals)}
     row = {'evaluation/return_mean': float(returns.mean()), 'evaluation/return_first10': float(first),
            'evaluation/return_last10': float(last), 'evaluation/in_context_gain': float(last - first),
+           'evaluation/in_context_gain_se': se,
            'evaluation/goals_above_1': float(sum(v > 1 for v in per_goal.values()))}
     row.update({f'evaluation/goal{g}': v for g, v in per_goal.items()})
     return row
