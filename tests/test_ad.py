@@ -241,21 +241,18 @@ def _train(tmp_path, histories, *extra):
 
 
 def test_train_py_end_to_end_with_resume(histories, tmp_path):
-    tiny = ['--agent.tf_n_embd=8', '--agent.tf_n_head=2', '--agent.tf_n_layer=1', '--batch_size', '4']
-    out = _train(tmp_path, histories, 'AD', '--train_steps', '4', *tiny, '--agent.seq_len=20')
+    tiny = ['--agent.tf_n_embd=8', '--agent.tf_n_head=2', '--agent.tf_n_layer=1', '--batch_size', '4',
+            '--agent.seq_len=20']
+    out = _train(tmp_path, histories, 'AD', '--train_steps', '4', *tiny)
     run = out['run_dir']
     assert os.path.exists(os.path.join(run, 'in_context_curves.png'))
     curves = open(os.path.join(run, 'in_context_curves.csv')).read().splitlines()
     assert curves[0] == 'goal,episode,return' and len(curves) == 1 + 8 * 3
-    out = _train(tmp_path, histories, 'AD', '--train_steps', '8', *tiny, '--agent.seq_len=20', '--resume')
-    assert int(out['agent'].step) == 8
-    steps = [line.split(',')[0] for line in open(os.path.join(run, 'eval.csv')).read().splitlines()[1:]]
-    assert [float(s) for s in steps] == [4.0, 8.0]
-    cad_tiny = ['--agent.n_latent=2', '--agent.encoder_n_layer=1', '--agent.max_compression_depth=1',
-                '--agent.min_compress_length=20', '--agent.max_compress_length=20', '--agent.eval_compress_length=20',
-                '--agent.min_uncompressed_length=20', '--agent.max_uncompressed_length=40']
-    out = _train(tmp_path / 'c', histories, 'cad', '--train_steps', '4', *tiny, *cad_tiny)
     assert np.isfinite(out['result']['evaluation/return_mean'])
+    out = _train(tmp_path, histories, 'AD', '--train_steps', '8', *tiny, '--resume', '--eval_episodes', '0')
+    assert int(out['agent'].step) == 8
+    steps = [line.split(',')[0] for line in open(os.path.join(run, 'train.csv')).read().splitlines()[1:]]
+    assert [float(s) for s in steps] == [4.0, 8.0]
 
 
 def test_bad_input_messages(histories, tmp_path, capsys):
