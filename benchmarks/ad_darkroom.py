@@ -195,7 +195,7 @@ def plot(args, extra):
     ax.legend(fontsize=6)
     bx.axhline(0, color='k', ls=':')
     bx.set_xlabel('update')
-    bx.set_ylabel('in-context gain (last 10 - first 10 episodes)')
+    bx.set_ylabel('in-context gain, in-run evaluations (last 10 - first 10)')
     bx.legend(fontsize=6)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(args.png)), exist_ok=True)
