@@ -5,7 +5,7 @@
 On first use writes data/darkroom/histories.npz (python -m impls.envs.darkroom: 10 runs of optimistic tabular
 Q-learning per training goal, 200 episodes each; the 8 held-out goals of split seed 0 never appear in training), then
 trains on windows of 80 transitions (4 episodes) and evaluates in context on the held-out goals: 4 fresh contexts per
-goal, 100 episodes each, actions sampled (temperature 1).
+goal, 100 episodes each, actions sampled at the agent's eval_temperature (0.3).
 """
 
 PRESET = dict(
