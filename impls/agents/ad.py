@@ -25,12 +25,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
-import optax
 
 from impls.utils.flax_utils import nonpytree_field
 from impls.utils.history_tokens import (TOKEN_LAYOUTS, action_loss, action_token, chance_loss, feature_size,
-                                        optimizer_config, reward_token, sample_action, state_token, window_tokens)
-from impls.utils.optim import lr_schedule, make_optimizer
+                                        imitation_step, optimizer_config, reward_token, sample_action, state_token,
+                                        window_tokens)
+from impls.utils.optim import make_optimizer
 from impls.utils.transformer import CausalTransformer, attention_mask
 
 
@@ -94,13 +94,7 @@ class ADAgent(flax.struct.PyTreeNode):
     @jax.jit
     def update(self, batch):
         """One step on a batch of windows: observations, actions, rewards, prev_actions, prev_rewards (B, seq_len)."""
-        rng, key = jax.random.split(self.rng)
-        grads, info = jax.grad(self.loss, has_aux=True)(self.params, batch, key)
-        updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
-        info = dict(info, **{'grad/norm': optax.tree.norm(grads), 'optim/lr': lr_schedule(optimizer_config(
-            self.config))(self.step)})
-        return self.replace(rng=rng, params=optax.apply_updates(self.params, updates), opt_state=opt_state,
-                            step=self.step + 1), info
+        return imitation_step(self, batch)
 
     @jax.jit
     def loss_info(self, batch):

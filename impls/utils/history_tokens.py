@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from impls.utils.optim import lr_schedule
+
 TOKEN_LAYOUTS = {'joint': 1, 'separate': 3}  # tokens per transition
 
 
@@ -88,3 +90,15 @@ def sample_action(logits, key, temperature: float):
 def optimizer_config(c) -> dict:
     """The keys of impls/utils/optim.py from the in-context agents' names (num_warmup_steps is warmup_steps)."""
     return dict(lr=c['lr'], warmup_steps=c['num_warmup_steps'], max_grad_norm=c['max_grad_norm'])
+
+
+def imitation_step(agent, batch):
+    """One optimiser step of an in-context agent (fields rng, params, opt_state, step, tx, config; a method
+    loss(params, batch, key) -> (loss, info)): the new agent and the info with the gradient norm and the rate."""
+    rng, key = jax.random.split(agent.rng)
+    grads, info = jax.grad(agent.loss, has_aux=True)(agent.params, batch, key)
+    updates, opt_state = agent.tx.update(grads, agent.opt_state, agent.params)
+    info = dict(info, **{'grad/norm': optax.tree.norm(grads),
+                         'optim/lr': lr_schedule(optimizer_config(agent.config))(agent.step)})
+    return agent.replace(rng=rng, params=optax.apply_updates(agent.params, updates), opt_state=opt_state,
+                         step=agent.step + 1), info
