@@ -65,16 +65,18 @@ class ADAgent(flax.struct.PyTreeNode):
     action_kinds = ('discrete',)
 
     # ---- training ----------------------------------------------------------------------------------------------
+    def _full_pass(self, params, tokens, valid, key=None):
+        """(logits (B, T, A), keys/values) of tokens (B, T, F) at positions 0..T-1, real where `valid` (B, T);
+        dropout on when `key` is given."""
+        B, T, _ = tokens.shape
+        rngs = {} if key is None else {'dropout': key}
+        return self.network.apply({'params': params}, tokens, jnp.broadcast_to(jnp.arange(T), (B, T)),
+                                  attention_mask(valid, valid), deterministic=key is None, rngs=rngs)
+
     def _logits(self, params, window, key=None):
         c = self.config
         tokens, read = window_tokens(c['tokens'], c['num_observations'], c['action_dim'], window)
-        B, T, _ = tokens.shape
-        valid = jnp.ones((B, T), bool)
-        positions = jnp.broadcast_to(jnp.arange(T), (B, T))
-        rngs = {} if key is None else {'dropout': key}
-        logits, _ = self.network.apply({'params': params}, tokens, positions, attention_mask(valid, valid),
-                                       deterministic=key is None, rngs=rngs)
-        return logits[:, read]
+        return self._full_pass(params, tokens, jnp.ones(tokens.shape[:2], bool), key)[0][:, read]
 
     def _metrics(self, logits, actions):
         c = self.config
@@ -121,10 +123,7 @@ class ADAgent(flax.struct.PyTreeNode):
         per = TOKEN_LAYOUTS[self.config['tokens']]
         keep = max(1, int(round(self.config['eval_keep'] * self.config['seq_len']))) * per
         tokens = jnp.roll(carry['tokens'], keep - N, axis=1)
-        B = tokens.shape[0]
-        valid = jnp.broadcast_to(jnp.arange(N) < keep, (B, N))
-        _, kvs = self.network.apply({'params': self.params}, tokens, jnp.broadcast_to(jnp.arange(N), (B, N)),
-                                    attention_mask(valid, valid))
+        _, kvs = self._full_pass(self.params, tokens, jnp.broadcast_to(jnp.arange(N) < keep, tokens.shape[:2]))
         return dict(carry, cache=kvs, tokens=tokens, fill=jnp.asarray(keep, jnp.int32))
 
     def _feed(self, carry, token):
@@ -160,10 +159,7 @@ class ADAgent(flax.struct.PyTreeNode):
     def window_logits(self, tokens, valid):
         """Logits at every token of a context (B, T, F) with `valid` (B, T): evaluation without the cache (a full pass
         per step), for the cost comparison."""
-        B, T, _ = tokens.shape
-        logits, _ = self.network.apply({'params': self.params}, tokens, jnp.broadcast_to(jnp.arange(T), (B, T)),
-                                       attention_mask(valid, valid))
-        return logits
+        return self._full_pass(self.params, tokens, valid)[0]
 
     # ---- config ------------------------------------------------------------------------------------------------
     @staticmethod

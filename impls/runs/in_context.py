@@ -173,7 +173,7 @@ def run_in_context(args, spec):
             return agent.update(sample_windows(data, k, batch_size, length))
 
         agent, infos = jax.lax.scan(body, agent, jax.random.split(key, n))
-        return agent, jax.tree.map(lambda x: x.mean(0), infos), infos['actor/loss']
+        return agent, jax.tree.map(lambda x: x.mean(0), infos)
 
     train_n = jax.jit(train_n, static_argnums=2)
     validate = jax.jit(lambda agent, k: agent.loss_info(sample_windows(val, k, batch_size, length)))
@@ -188,13 +188,12 @@ def run_in_context(args, spec):
     try:
         for seg_start, n in plan:
             key, k_train, k_val, k_eval = jax.random.split(key, 4)
-            agent, info, losses = train_n(agent, k_train, n)
+            agent, info = train_n(agent, k_train, n)
             interval.append((n, info))
             step = seg_start + n
             timer_steps += n
             session.bar.update(n)
             if due(step, args.log_interval, total):
-                t0 = time.perf_counter()
                 info = jax.device_get(interval)
                 weights = np.array([w for w, _ in info], float)
                 row = {f'training/{k}': float(np.average([i[k] for _, i in info], weights=weights))
