@@ -31,6 +31,7 @@ from impls.utils.history_tokens import (TOKEN_LAYOUTS, action_loss, action_token
                                         imitation_step, optimizer_config, reward_token, sample_action, state_token,
                                         window_tokens)
 from impls.utils.optim import make_optimizer
+from impls.utils.precision import Dense
 from impls.utils.transformer import CausalTransformer, attention_mask
 
 
@@ -47,10 +48,10 @@ class HistoryModel(nn.Module):
 
     @nn.compact
     def __call__(self, tokens, positions, mask, caches=None, index=0, deterministic: bool = True):
-        x = nn.Dense(self.dim, name='embed')(tokens)
+        x = Dense(self.dim, name='embed')(tokens)
         h, kvs = CausalTransformer(self.dim, self.heads, self.layers, self.max_len, self.dropout, self.attn_dropout,
                                    name='transformer')(x, positions, mask, caches, index, deterministic)
-        return nn.Dense(self.num_actions, name='head')(h), kvs
+        return Dense(self.num_actions, name='head')(h), kvs
 
 
 class ADAgent(flax.struct.PyTreeNode):

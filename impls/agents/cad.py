@@ -35,6 +35,7 @@ from impls.utils.flax_utils import nonpytree_field
 from impls.utils.history_tokens import (action_loss, chance_loss, feature_size, imitation_step, optimizer_config,
                                         sample_action, state_token, window_tokens)
 from impls.utils.optim import make_optimizer
+from impls.utils.precision import Dense
 from impls.utils.transformer import CachedBlock, CausalTransformer, attention_mask
 
 
@@ -51,7 +52,7 @@ class CompressedHistoryModel(nn.Module):
     attn_dropout: float = 0.0
 
     def setup(self):
-        self.embed = nn.Dense(self.dim)
+        self.embed = Dense(self.dim)
         self.init_latents = self.param('init_latents', nn.initializers.normal(0.02), (self.n_latent, self.dim))
         self.enc_pos = self.param('enc_pos', nn.initializers.normal(0.02), (self.n_latent + self.max_segment, self.dim))
         self.encoder = [CachedBlock(self.dim, self.heads, dropout=self.dropout, attn_dropout=self.attn_dropout)
@@ -59,7 +60,7 @@ class CompressedHistoryModel(nn.Module):
         self.enc_norm = nn.LayerNorm()
         self.decoder = CausalTransformer(self.dim, self.heads, self.layers, self.n_latent + self.max_raw, self.dropout,
                                          self.attn_dropout)
-        self.head = nn.Dense(self.num_actions)
+        self.head = Dense(self.num_actions)
 
     def compress(self, latents, has_latents, tokens, valid, deterministic: bool = True):
         """latents (B, n, dim) (the learned initial latents where has_latents (B,) is false), a segment's tokens

@@ -99,7 +99,7 @@ class CMDAgent(GCAgent):
         phi, psi = self.representations(batch['observations'], batch['value_goals'], batch['actions'], params=grad_params)
         k = self.config['mrn_components']
         dist = jax.vmap(lambda p, q: pairwise_mrn_distance(p, q, k))(phi, psi)  # (E, B, B)
-        logits = jnp.moveaxis(-dist / jnp.sqrt(phi.shape[-1]), 0, -1)  # (B, B, E)
+        logits = -dist / jnp.sqrt(phi.shape[-1])  # (E, B, B)
         if self.config['logit_bias']:
             logits = logits + self.network.select('logit_bias')(params=grad_params)
         loss, info = binary_nce_stats(logits)

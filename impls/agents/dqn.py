@@ -26,6 +26,7 @@ import optax
 from impls.utils.flax_utils import nonpytree_field, polyak
 from impls.utils.networks import MLP, default_init
 from impls.utils.optim import lr_schedule, make_optimizer
+from impls.utils.precision import Conv, Dense
 from impls.utils.schedules import linear
 
 
@@ -35,10 +36,10 @@ class NatureCNN(nn.Module):
     @nn.compact
     def __call__(self, x):
         x = x.astype(jnp.float32) / 255.0
-        x = nn.relu(nn.Conv(32, (8, 8), strides=(4, 4), padding='VALID')(x))
-        x = nn.relu(nn.Conv(64, (4, 4), strides=(2, 2), padding='VALID')(x))
-        x = nn.relu(nn.Conv(64, (3, 3), strides=(1, 1), padding='VALID')(x))
-        return nn.relu(nn.Dense(512)(x.reshape(*x.shape[:-3], -1)))
+        x = nn.relu(Conv(32, (8, 8), strides=(4, 4), padding='VALID')(x))
+        x = nn.relu(Conv(64, (4, 4), strides=(2, 2), padding='VALID')(x))
+        x = nn.relu(Conv(64, (3, 3), strides=(1, 1), padding='VALID')(x))
+        return nn.relu(Dense(512)(x.reshape(*x.shape[:-3], -1)))
 
 
 class QNetwork(nn.Module):
@@ -54,9 +55,9 @@ class QNetwork(nn.Module):
         else:
             h = nn.relu(MLP(self.hidden_dims, activate_final=False)(observations.astype(jnp.float32)))
         if not self.dueling:
-            return nn.Dense(self.num_actions, kernel_init=default_init())(h)
-        value = nn.Dense(1, kernel_init=default_init())(h)
-        advantage = nn.Dense(self.num_actions, kernel_init=default_init())(h)
+            return Dense(self.num_actions, kernel_init=default_init())(h)
+        value = Dense(1, kernel_init=default_init())(h)
+        advantage = Dense(self.num_actions, kernel_init=default_init())(h)
         return value + advantage - advantage.mean(axis=-1, keepdims=True)
 
 

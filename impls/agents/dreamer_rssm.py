@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from impls.utils.distributions import unimix
+from impls.utils.precision import Conv, Dense, einsum
 from impls.utils.returns import symlog
 
 
@@ -25,9 +26,9 @@ def dense(features: int, scale: float = 1.0, name: str | None = None):
     """Dense layer with DreamerV3's truncated-normal fan-in init scaled by `scale` (0: zeros, for the output layers
     of the reward and value heads, so they predict exactly 0 at the start)."""
     if scale == 0:
-        return nn.Dense(features, kernel_init=nn.initializers.zeros, name=name)
+        return Dense(features, kernel_init=nn.initializers.zeros, name=name)
     init = nn.initializers.variance_scaling(scale, 'fan_in', 'truncated_normal')
-    return nn.Dense(features, kernel_init=init, name=name)
+    return Dense(features, kernel_init=init, name=name)
 
 
 class Block(nn.Module):
@@ -64,7 +65,8 @@ class BlockLinear(nn.Module):
                                                                       out_axis=2, batch_axis=(0,)),
                             (g, i, self.features // g))
         bias = self.param('bias', nn.initializers.zeros, (self.features,))
-        return jnp.einsum('...gi,gio->...go', x, kernel).reshape(*x.shape[:-2], self.features) + bias
+        y = einsum('ngi,gio->ngo', x.reshape(-1, g, i), kernel)
+        return y.reshape(*x.shape[:-2], self.features) + bias
 
 
 class RSSM(nn.Module):
@@ -153,7 +155,7 @@ class ImageEncoder(nn.Module):
         lead = obs.shape[:-3]
         x = obs.reshape(-1, *obs.shape[-3:]).astype(jnp.float32) / 255.0 - 0.5
         for mult in self.mults:
-            x = nn.Conv(self.depth * mult, (4, 4), strides=(2, 2), padding='SAME')(x)
+            x = Conv(self.depth * mult, (4, 4), strides=(2, 2), padding='SAME')(x)
             x = nn.silu(nn.RMSNorm(epsilon=1e-4)(x))
         return x.reshape(*lead, -1)
 

@@ -38,6 +38,7 @@ from impls.utils.goal_actions import (SWAP_SAMPLES, check_collection_config, col
                                       swapped_goals)
 from impls.utils.networks import MLP
 from impls.utils.optim import lr_schedule, make_optimizer
+from impls.utils.precision import Dense
 from impls.utils.transformer import Block, causal_mask
 
 
@@ -55,15 +56,15 @@ class GoalTransformer(nn.Module):
         """observations (B, K, D), valid (B, K) bool, goals (B, G) -> dict(logits (B, A), rep (B, dim), z (B, E),
         proto (B, P))."""
         B, K, _ = observations.shape
-        x = nn.Dense(self.dim, name='state_in')(observations.astype(jnp.float32))
+        x = Dense(self.dim, name='state_in')(observations.astype(jnp.float32))
         x = x + self.param('pos', nn.initializers.normal(0.02), (K, self.dim))
         goals = goals.astype(jnp.float32)
         if self.fusion == 'gate':
-            tokens = nn.Dense(self.dim, name='goal_in')(goals[..., None])  # one token per goal dimension
+            tokens = Dense(self.dim, name='goal_in')(goals[..., None])  # one token per goal dimension
             tokens = tokens + self.param('goal_pos', nn.initializers.normal(0.02), (goals.shape[-1], self.dim))
             c = nn.MultiHeadDotProductAttention(num_heads=self.heads, qkv_features=self.dim, name='goal_attn')(
                 nn.LayerNorm()(x), nn.LayerNorm()(tokens))
-            gate = nn.sigmoid(nn.Dense(self.dim, name='gate')(jnp.concatenate([x, c], -1)))
+            gate = nn.sigmoid(Dense(self.dim, name='gate')(jnp.concatenate([x, c], -1)))
             x = x + gate * c
         mask = causal_mask(valid)
         for i in range(self.layers):

@@ -11,12 +11,15 @@ import jax
 import jax.numpy as jnp
 
 from impls.utils.networks import MLP
+from impls.utils.precision import conv_operands
 
 _NHWC = ('NHWC', 'HWIO', 'NHWC')
 
 
 def _conv(x, kernel, padding):
-    return jax.lax.conv_general_dilated(x, kernel, (1, 1), padding, dimension_numbers=_NHWC)
+    x, kernel, accumulate = conv_operands(x, kernel)
+    return jax.lax.conv_general_dilated(x, kernel, (1, 1), padding, dimension_numbers=_NHWC,
+                                        preferred_element_type=accumulate)
 
 
 @jax.custom_vjp

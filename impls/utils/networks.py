@@ -9,6 +9,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from impls.utils.distributions import Categorical, DiagGaussian
+from impls.utils.precision import Dense
 
 
 def default_init(scale: float = 1.0):
@@ -40,7 +41,7 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x):
         for i, size in enumerate(self.hidden_dims):
-            x = nn.Dense(size, kernel_init=self.kernel_init)(x)
+            x = Dense(size, kernel_init=self.kernel_init)(x)
             if i + 1 < len(self.hidden_dims) or self.activate_final:
                 x = self.activation(x)
                 if self.layer_norm:
@@ -84,7 +85,7 @@ class GCActor(nn.Module):
     def __call__(self, observations, goals=None, temperature=1.0):
         inputs = early_fusion(observations, goals, self.encoder)
         h = MLP(self.hidden_dims, activate_final=True)(inputs)
-        head = nn.Dense(self.action_dim, kernel_init=default_init(self.final_fc_init_scale))(h)
+        head = Dense(self.action_dim, kernel_init=default_init(self.final_fc_init_scale))(h)
         if self.discrete:
             return Categorical(logits=head / jnp.maximum(1e-6, temperature))
         if self.const_std:

@@ -20,6 +20,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from impls.utils.precision import einsum
+
 _EPS = 1e-8
 
 
@@ -56,7 +58,7 @@ def pairwise_mrn_distance(x, y, num_components: int, block_size: int = 16):
     sq = (
         jnp.sum(xs**2, axis=-1)[:, None, :]
         + jnp.sum(ys**2, axis=-1)[None, :, :]
-        - 2.0 * jnp.einsum('bkh,ckh->bck', xs, ys)
+        - 2.0 * einsum('bkh,ckh->bck', xs, ys)
     )
     sym = jnp.sqrt(jnp.maximum(sq, 0.0) + _EPS)  # (B, C, K)
 

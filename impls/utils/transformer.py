@@ -7,6 +7,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from impls.utils.precision import Dense, DenseGeneral, dot_general, einsum
 
 def causal_mask(valid):
     """(B, T) bool of real tokens -> (B, 1, T, T) attention mask: a token attends to itself and earlier real
@@ -30,10 +31,11 @@ class Block(nn.Module):
         h = nn.LayerNorm()(x)
         kv = h if context is None else context
         h = nn.MultiHeadDotProductAttention(num_heads=self.heads, qkv_features=self.dim, dropout_rate=self.dropout,
-                                            deterministic=deterministic)(h, kv, mask=mask)
+                                            deterministic=deterministic, qkv_dot_general=dot_general,
+                                            out_dot_general=dot_general)(h, kv, mask=mask)
         x = x + h
-        h = nn.Dense(self.mlp_ratio * self.dim)(nn.LayerNorm()(x))
-        h = nn.Dense(self.dim)(nn.gelu(h))
+        h = Dense(self.mlp_ratio * self.dim)(nn.LayerNorm()(x))
+        h = Dense(self.dim)(nn.gelu(h))
         return x + nn.Dropout(self.dropout, deterministic=deterministic)(h)
 
 
@@ -66,17 +68,17 @@ class CachedBlock(nn.Module):
     def __call__(self, x, mask, cache=None, index=0, deterministic: bool = True):
         head_dim = self.dim // self.heads
         h = nn.LayerNorm()(x)
-        q, k, v = (nn.DenseGeneral((self.heads, head_dim), name=n)(h) for n in ('query', 'key', 'value'))
+        q, k, v = (DenseGeneral((self.heads, head_dim), name=n)(h) for n in ('query', 'key', 'value'))
         if cache is not None:
             k = jax.lax.dynamic_update_slice_in_dim(cache[0], k.astype(cache[0].dtype), index, axis=1)
             v = jax.lax.dynamic_update_slice_in_dim(cache[1], v.astype(cache[1].dtype), index, axis=1)
-        logits = jnp.einsum('bqhd,bkhd->bhqk', q, k) / jnp.sqrt(head_dim).astype(q.dtype)
+        logits = einsum('bqhd,bkhd->bhqk', q, k) / jnp.sqrt(head_dim).astype(q.dtype)
         weights = jax.nn.softmax(jnp.where(mask, logits, jnp.finfo(logits.dtype).min), -1)
         weights = nn.Dropout(self.attn_dropout, deterministic=deterministic)(weights)
-        out = nn.DenseGeneral(self.dim, axis=(-2, -1), name='out')(jnp.einsum('bhqk,bkhd->bqhd', weights, v))
+        out = DenseGeneral(self.dim, axis=(-2, -1), name='out')(einsum('bhqk,bkhd->bqhd', weights, v))
         x = x + nn.Dropout(self.dropout, deterministic=deterministic)(out)
-        h = nn.Dense(self.mlp_ratio * self.dim)(nn.LayerNorm()(x))
-        h = nn.Dense(self.dim)(nn.gelu(h))
+        h = Dense(self.mlp_ratio * self.dim)(nn.LayerNorm()(x))
+        h = Dense(self.dim)(nn.gelu(h))
         return x + nn.Dropout(self.dropout, deterministic=deterministic)(h), (k, v)
 
 
