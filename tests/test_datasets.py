@@ -95,3 +95,46 @@ def test_split_episodes_holds_out_the_last_episodes_as_views():
     assert split_episodes(ds, 0.01)[1].size == 10  # at least one episode
     with pytest.raises(DatasetError, match='--val_fraction 1.0'):
         split_episodes(ds, 1.0)
+
+
+def test_npy_dir_writer_streams_chunks_and_refuses_an_incomplete_dataset(tmp_path):
+    from impls.data.datasets import NpyDirWriter
+
+    specs = dict(observations=((2,), np.float32), actions=((1,), np.float32), terminals=((), bool))
+    chunk = dict(observations=np.arange(10, dtype=np.float32).reshape(5, 2), actions=np.zeros((5, 1), np.float32),
+                 terminals=np.array([0, 0, 1, 0, 1], bool))
+    with NpyDirWriter(tmp_path / 'd', 10, specs) as writer:
+        writer.append(**chunk)
+        writer.append(**chunk)
+    ds = load_dataset(str(tmp_path / 'd'))
+    assert ds.size == 10 and isinstance(ds['observations'], np.memmap)
+    np.testing.assert_array_equal(ds['observations'][5:], chunk['observations'])
+    assert list(ds.episode_ends) == [2, 4, 7, 9]
+    with pytest.raises(ValueError, match='3 rows written of the 10 declared'):
+        with NpyDirWriter(tmp_path / 'e', 10, specs) as writer:
+            writer.append(**{k: v[:3] for k, v in chunk.items()})
+            writer.close()
+    assert not (tmp_path / 'e').exists()  # only DIR.partial: nothing load_dataset would take for a whole dataset
+    with pytest.raises(ValueError, match=r'observations rows have shape \(3,\), declared \(2,\)'):
+        with NpyDirWriter(tmp_path / 'f', 10, specs) as writer:
+            writer.append(**dict(chunk, observations=np.zeros((5, 3), np.float32)))
+
+
+def _rss_file_mb():
+    with open('/proc/self/status') as f:
+        return next(int(line.split()[1]) for line in f if line.startswith('RssFile')) / 1e3
+
+
+def test_release_pages_drops_a_memory_mapped_scan_from_resident_memory(tmp_path):
+    from impls.data.datasets import release_pages
+
+    path = tmp_path / 'big.npy'
+    np.save(path, np.ones((64 << 20) // 4, np.float32))  # 64 MB
+    arr = np.load(path, mmap_mode='r')
+    before = _rss_file_mb()
+    assert float(arr.sum()) == len(arr)  # touches every page
+    touched = _rss_file_mb()
+    release_pages([arr])
+    released = _rss_file_mb()
+    assert touched - before > 50 and touched - released > 50, (before, touched, released)
+    assert float(arr[-1]) == 1.0  # still readable: the pages come back from the page cache

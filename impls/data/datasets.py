@@ -19,6 +19,7 @@ episode, episode starts) is derived in O(number of episodes) memory.
 from __future__ import annotations
 
 import dataclasses
+import mmap
 import os
 import zipfile
 from typing import Mapping
@@ -203,6 +204,8 @@ def validate_arrays(arrays: Mapping[str, np.ndarray], path: str = '<memory>', ch
                 continue
             for start in range(0, len(arr), _SCAN_ROWS):
                 part = np.asarray(arr[start : start + _SCAN_ROWS])
+                if start % (64 * _SCAN_ROWS) == 0:
+                    release_pages([arr])  # a memory-mapped dataset larger than RAM: keep the scan's footprint flat
                 bad = ~np.isfinite(part)
                 if bad.any():
                     rows = np.flatnonzero(bad.reshape(len(part), -1).any(axis=1)) + start
@@ -248,7 +251,9 @@ def load_dataset(path: str, check_finite: bool = True) -> Dataset:
                 f'regenerate or re-download it.'
             ) from e
     validate_arrays(arrays, path, check_finite=check_finite)
-    return Dataset(arrays=arrays, episode_ends=_episode_ends(arrays, path), regular='next_observations' in arrays, path=path)
+    episode_ends = _episode_ends(arrays, path)
+    release_pages(arrays.values())
+    return Dataset(arrays=arrays, episode_ends=episode_ends, regular='next_observations' in arrays, path=path)
 
 
 def dataset_from_arrays(check_finite: bool = True, **arrays) -> Dataset:
@@ -283,14 +288,92 @@ def val_path_for(path: str) -> str:
     return path[: -len('.npz')] + '-val.npz' if path.endswith('.npz') else path + '-val'
 
 
+class NpyDirWriter:
+    """Writes an OGBench-layout dataset as a directory of KEY.npy files, chunk by chunk, so that data larger than
+    RAM never has to be held at once; load_dataset memory-maps the result.
+
+        with NpyDirWriter(directory, rows, dict(observations=((29,), np.float32), actions=((8,), np.float32),
+                                                terminals=((), bool))) as writer:
+            for chunk in chunks:
+                writer.append(**chunk)   # consecutive rows, every key at once
+
+    The files are written under DIRECTORY.partial and renamed into place only when every key holds exactly
+    `rows` rows, so a killed writer leaves no directory that load_dataset would take for a whole dataset.
+    """
+
+    def __init__(self, directory: str, rows: int, specs: Mapping[str, tuple]):
+        self.directory = os.fspath(directory).rstrip('/')
+        self.partial = self.directory + '.partial'
+        self.rows, self.written = int(rows), 0
+        os.makedirs(self.partial, exist_ok=True)
+        self.files, self.specs = {}, {}
+        for key, (tail, dtype) in specs.items():
+            dtype = np.dtype(dtype)
+            f = open(os.path.join(self.partial, f'{key}.npy'), 'wb')
+            header = dict(descr=np.lib.format.dtype_to_descr(dtype), fortran_order=False, shape=(self.rows, *tail))
+            np.lib.format.write_array_header_2_0(f, header)
+            self.files[key], self.specs[key] = f, (tuple(tail), dtype)
+
+    def append(self, **arrays):
+        if set(arrays) != set(self.files):
+            raise ValueError(f'append() needs every key {sorted(self.files)} at once, got {sorted(arrays)}.')
+        n = {len(v) for v in arrays.values()}
+        if len(n) != 1:
+            raise ValueError(f'append(): keys have different row counts {sorted(n)}.')
+        n = n.pop()
+        if self.written + n > self.rows:
+            raise ValueError(f'append() would write {self.written + n} rows into a dataset declared with {self.rows}.')
+        for key, value in arrays.items():
+            tail, dtype = self.specs[key]
+            value = np.ascontiguousarray(value, dtype=dtype)
+            if value.shape[1:] != tail:
+                raise ValueError(f'append(): {key} rows have shape {value.shape[1:]}, declared {tail}.')
+            self.files[key].write(value.tobytes())
+        self.written += n
+
+    def close(self):
+        for f in self.files.values():
+            f.close()
+        if self.written != self.rows:
+            raise ValueError(f'{self.partial}: {self.written} rows written of the {self.rows} declared; the dataset '
+                             f'is incomplete and was not moved to {self.directory}.')
+        if os.path.isdir(self.directory):
+            for name in os.listdir(self.partial):  # replace the keys written now, keep any others
+                os.replace(os.path.join(self.partial, name), os.path.join(self.directory, name))
+            os.rmdir(self.partial)
+        else:
+            os.replace(self.partial, self.directory)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, *_):
+        if kind is None:
+            self.close()
+        else:
+            for f in self.files.values():
+                f.close()
+
+
 def write_npy_dir(arrays: Mapping[str, np.ndarray], directory: str):
-    """Write a dataset as a directory of .npy files that load_dataset memory-maps (for data larger than RAM)."""
-    os.makedirs(directory, exist_ok=True)
-    for key, value in arrays.items():
-        tmp = os.path.join(directory, f'.{key}.npy.tmp')
-        with open(tmp, 'wb') as f:
-            np.save(f, np.asarray(value))
-        os.replace(tmp, os.path.join(directory, f'{key}.npy'))
+    """Write in-memory arrays as a directory of .npy files that load_dataset memory-maps."""
+    arrays = {k: np.asarray(v) for k, v in arrays.items()}
+    rows = len(next(iter(arrays.values())))
+    with NpyDirWriter(directory, rows, {k: (v.shape[1:], v.dtype) for k, v in arrays.items()}) as writer:
+        writer.append(**arrays)
+
+
+def release_pages(arrays) -> None:
+    """Drop the pages of memory-mapped arrays from this process's resident set (MADV_DONTNEED). The data stays
+    in the page cache and is re-read on the next access, so nothing changes but the process's footprint: without
+    this, every page a scan or a sampler ever touched would stay mapped, and a 20 GB dataset read once would count
+    20 GB towards the process's resident memory."""
+    for arr in arrays:
+        base = arr
+        while base is not None and not isinstance(base, mmap.mmap):
+            base = getattr(base, '_mmap', None) if isinstance(base, np.memmap) else getattr(base, 'base', None)
+        if isinstance(base, mmap.mmap) and hasattr(mmap, 'MADV_DONTNEED'):
+            base.madvise(mmap.MADV_DONTNEED)
 
 
 def save_npz_atomic(path: str, arrays: Mapping[str, np.ndarray]):

@@ -26,7 +26,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from impls.data.datasets import Dataset
+from impls.data.datasets import Dataset, release_pages
 from impls.data.sampler import GoalSampler
 
 
@@ -112,6 +112,7 @@ class BlockShuffleIndices:
         }
         if self.frame_stack is None:
             data['observations'] = np.concatenate([obs[a:b] for a, b in ranges])
+        release_pages(self.dataset.arrays.values())  # the previous chunk's pages and goal rows: bounded footprint
         positions = np.flatnonzero(valid)
         if len(positions) == 0:  # A chunk made only of episode ends; fall back to its rows' neighbours.
             positions = np.arange(len(rows) - 1)
