@@ -59,7 +59,7 @@ EXPECTED = {
                                                    'metric (before: DQN\'s q/all_max by the mean)',
 }
 SKIP_PREFIXES = ('time/',)
-SKIP_COLUMNS = ('evaluation/seconds',)
+SKIP_COLUMNS = ('evaluation/seconds', 'health/data_wait')  # wall-clock measures
 
 
 def runs(data_dir):

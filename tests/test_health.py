@@ -182,7 +182,7 @@ def test_bad_configuration_is_reported():
     assert parse_health_overrides(['value_divergence.growth=3']) == {'value_divergence': {'growth': 3.0}}
     assert set(DETECTORS) == {'value_divergence', 'objective_mismatch', 'goal_ignoring', 'critic_at_chance', 'epoch_shock', 'gradient',
                               'target_tracking', 'entropy', 'world_model', 'return_collapse',
-                              'action_collapse', 'in_context'}
+                              'action_collapse', 'in_context', 'data_wait'}
 
 
 def test_report_on_demand_with_gaps_and_nans(tmp_path, capsys):
@@ -256,3 +256,30 @@ def test_in_context_tells_not_learning_from_not_in_context_from_fading():
     _, fired, _, printed = with_gains([0.5, 4.0, 5.0, 1.5, 2.0])
     assert fired['in_context'] == 10_000 and any('fading' in p for p in printed)
     assert 'in_context' not in with_gains([0.5, 3.0, 5.0, 6.0])[1]
+
+
+def test_data_wait_after_two_slow_intervals_not_the_first():
+    # The first log (compilation, the loader's start) is skipped; then 0.1 (fine), 0.6, 0.7: fires at the second slow one.
+    waits = [0.9, 0.1, 0.6, 0.7, 0.8]
+    stream = [(s, {'time/data_wait_fraction': w}) for s, w in zip(steps(len(waits)), waits)]
+    monitor, fired, values, printed = run(stream)
+    assert fired['data_wait'] == 4000
+    assert values[3]['health/data_wait'] == pytest.approx(0.7)
+    assert len(printed) == 1 and '--chunk_size' in printed[0] and 'waiting on data' in printed[0]
+    assert 'data_wait' not in run([(s, {'time/data_wait_fraction': 0.9 if i == 0 else 0.05})
+                                   for i, s in enumerate(steps(6))])[1]
+
+
+def test_prefetcher_counts_the_time_the_loop_waits():
+    import time
+
+    from impls.data.loader import Prefetcher
+
+    def slow(start, n):
+        time.sleep(0.1)
+        return start
+
+    fetcher = Prefetcher(slow, [(i, 1) for i in range(4)])
+    assert [start for start, _, _ in fetcher] == [0, 1, 2, 3]
+    fetcher.close()
+    assert fetcher.wait_seconds > 0.25  # four 0.1 s items consumed at once: the consumer waited for nearly all

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from typing import Iterator, Optional
 
 import numpy as np
@@ -160,6 +161,7 @@ class Prefetcher:
         self._plan = list(plan)
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
+        self.wait_seconds = 0.0  # time the consumer spent blocked on the next item (the loop waiting on data)
         self._thread = threading.Thread(target=self._run, daemon=True, name='impls-prefetch')
         self._thread.start()
 
@@ -180,7 +182,9 @@ class Prefetcher:
 
     def __iter__(self) -> Iterator:
         for _ in self._plan:
+            start = time.perf_counter()
             item = self._queue.get()
+            self.wait_seconds += time.perf_counter() - start
             if isinstance(item, BaseException):
                 raise item
             yield item

@@ -715,8 +715,45 @@ class InContextHealth(Detector):
         return value, warning
 
 
+@dataclasses.dataclass
+class DataWait(Detector):
+    """The training loop waiting on its data: the fraction of a log interval the loop spent blocked on the next
+    prefetched batches (time/data_wait_fraction) above `fraction` for `patience` logs in a row (the first log,
+    which includes compilation and the loader's start, is skipped). health/data_wait = that fraction."""
+
+    fraction: float = 0.25
+    patience: int = 2
+    name = 'data_wait'
+    keys = ('time/data_wait_fraction',)
+
+    def reset_state(self):
+        super().reset_state()
+        self.seen, self.streak = 0, 0
+
+    def observe(self, step, metrics, context):
+        value = metrics.get('time/data_wait_fraction')
+        if value is None:
+            return None, None
+        self.seen += 1
+        if self.seen == 1:
+            return float(value), None
+        self.streak = self.streak + 1 if value > self.fraction else 0
+        if self.streak < self.patience or self.firing:
+            self.firing = self.firing and value > self.fraction
+            return float(value), None
+        self.firing = True
+        return float(value), (
+            f'the training loop is waiting on data at step {step}: {100 * value:.0f}% of the last log interval went to '
+            f'waiting for the next batches ({self.patience} intervals in a row above {100 * self.fraction:.0f}%), so '
+            'the loader, not the update, sets the speed. Likely causes: a dataset on a slow or network disk, or a '
+            'memory-mapped dataset larger than the page cache read at random. Knobs: a larger --chunk_size and '
+            '--block_size (fewer, longer sequential reads), the dataset on a local SSD or loaded into memory (an '
+            '.npz), a larger --updates_per_dispatch.'
+        )
+
+
 DETECTORS = {cls.name: cls for cls in (ValueDivergence, ObjectiveMismatch, GoalIgnoring, CriticAtChance, EpochShock,
                                        GradientTrouble, TargetTracking, EntropyCollapse, WorldModelHealth,
-                                       ReturnCollapse, ActionCollapse, InContextHealth)}
+                                       ReturnCollapse, ActionCollapse, InContextHealth, DataWait)}
 
 

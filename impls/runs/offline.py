@@ -258,7 +258,7 @@ def run_offline(args, spec):
     in_flight = []  # (updates, info) dispatched but not yet counted on the bar
     last_train = {}
     run_start = time.perf_counter()
-    timer_start, timer_steps, train_seconds = time.perf_counter(), 0, 0.0
+    timer_start, timer_steps, train_seconds, waited = time.perf_counter(), 0, 0.0, 0.0
     try:
         for seg_start, n, batches in prefetcher:
             agent, info = scan_updates(agent, batches) if num_seeds == 1 else scan_seed_updates(agent, batches)
@@ -296,6 +296,8 @@ def run_offline(args, spec):
                 metrics['training/epoch'] = index_source.epoch_of(step - 1)
                 metrics['time/steps_per_second'] = timer_steps / elapsed
                 metrics['time/train_seconds'] = train_seconds
+                metrics['time/data_wait_fraction'] = min(1.0, (prefetcher.wait_seconds - waited) / elapsed)
+                waited = prefetcher.wait_seconds
                 metrics = session.log('train', step, metrics)
                 last_train = dict(step=step, metrics=metrics)
                 bar.set_postfix(loss=f"{np.mean(info.get('critic/loss', 0)):.3g}")
