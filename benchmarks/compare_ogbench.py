@@ -6,6 +6,7 @@ and the loss of both on the same batch from the same parameters.
     python benchmarks/compare_ogbench.py --ogbench_impls PATH/TO/ogbench/impls \\
         [--ogbench_python OTHER_VENV/bin/python] [--agents crl gciql cmd] [--repeats 3] [--updates 10]
     python benchmarks/compare_ogbench.py --ogbench_impls PATH --pixels --batch_size 64 --agents crl   # visual
+    python benchmarks/compare_ogbench.py --ogbench_impls PATH --precisions float32 bf16 --out ...   # ours in bf16 too
 
 --pixels: the visual driving shapes (uint8 64x64 frames, 4 stacked, 5 discrete actions) with impala_small
 encoders on both sides and the AWR actor (OGBench's DDPG+BC takes continuous actions only); ours without
@@ -146,6 +147,9 @@ def worker(args):
     else:
         sys.path.insert(0, ROOT)
         from impls.agents import get_agent
+        from impls.utils.precision import set_precision
+
+        set_precision(args.precision)  # before the agent is built: its modules read the policy
 
         spec = get_agent(args.agent)
         config = spec.get_config()
@@ -194,10 +198,10 @@ def worker(args):
     print('RESULT ' + json.dumps(result))
 
 
-def run_worker(python, which, agent, args, batch_path, params_path):
+def run_worker(python, which, agent, args, batch_path, params_path, precision='float32'):
     cmd = [python, os.path.abspath(__file__), '--worker', which, '--agent', agent, '--batch', batch_path,
            '--params', params_path, '--updates', str(args.updates), '--ogbench_impls', args.ogbench_impls,
-           '--fused', str(args.fused)] + (['--pixels'] if args.pixels else [])
+           '--fused', str(args.fused), '--precision', precision] + (['--pixels'] if args.pixels else [])
     proc = subprocess.run(cmd, capture_output=True, text=True)
     lines = [line for line in proc.stdout.splitlines() if line.startswith('RESULT ')]
     if proc.returncode != 0 or not lines:
@@ -218,6 +222,9 @@ def main():
     p.add_argument('--pixels', action='store_true',
                    help='uint8 64x64 frames, 4 stacked (12 channels), 5 discrete actions, impala_small encoders on both '
                         'sides (use with --batch_size 64)')
+    p.add_argument('--precisions', nargs='+', default=['float32'], choices=['float32', 'bf16'],
+                   help="ours at each of these matmul precisions (train.py's --precision), each beside OGBench's float32")
+    p.add_argument('--precision', default='float32', help=argparse.SUPPRESS)
     p.add_argument('--out', default=None, help='JSON results (default: benchmarks/results/compare_ogbench[_pixels].json)')
     p.add_argument('--worker', choices=['ours', 'theirs'], help=argparse.SUPPRESS)
     p.add_argument('--agent', help=argparse.SUPPRESS)
@@ -233,27 +240,37 @@ def main():
         np.savez(batch_path, **(make_pixel_batch(args.batch_size) if args.pixels else make_batch(args.batch_size)))
         for agent in args.agents:
             params_path = os.path.join(tmp, f'{agent}_params.npz')
-            runs = {'theirs': [], 'ours': []}
+            # 'ours' is float32; other precisions are 'ours_<precision>'. All alternate with OGBench within a repeat.
+            label = {pr: 'ours' if pr == 'float32' else f'ours_{pr}' for pr in args.precisions}
+            runs = {'theirs': [], **{label[pr]: [] for pr in args.precisions}}
             for r in range(args.repeats):
-                for which, python in (('theirs', args.ogbench_python), ('ours', sys.executable)):
-                    out = run_worker(python, which, agent, args, batch_path, params_path)
+                jobs = [('theirs', args.ogbench_python, 'float32')]
+                jobs += [(label[pr], sys.executable, pr) for pr in args.precisions]
+                for which, python, precision in jobs:
+                    out = run_worker(python, 'theirs' if which == 'theirs' else 'ours', agent, args, batch_path,
+                                     params_path, precision)
                     runs[which].append(out)
-                    print(f'{agent} repeat {r} {which:>6}: {out["ms_per_update"]:8.1f} ms/update, peak RSS '
+                    print(f'{agent} repeat {r} {which:>10}: {out["ms_per_update"]:8.1f} ms/update, peak RSS '
                           f'{out["peak_rss_gb"]:.2f} GB, loss {out.get("loss")}', flush=True)
             med = {w: float(np.median([x['ms_per_update'] for x in v])) for w, v in runs.items()}
             peak = {w: float(np.max([x['peak_rss_gb'] for x in v])) for w, v in runs.items()}
-            loss_t, loss_o = runs['theirs'][0].get('loss'), runs['ours'][0].get('loss')
-            results[agent] = dict(
-                ms_per_update=med, speedup=med['theirs'] / med['ours'], peak_rss_gb=peak,
-                loss_theirs=loss_t, loss_ours=loss_o,
-                loss_rel_diff=None if loss_o is None else abs(loss_o - loss_t) / max(abs(loss_t), 1e-12),
-                param_mismatch=runs['ours'][0].get('param_mismatch'), runs=runs)
-            print(f'{agent}: ours {med["ours"]:.1f} ms vs OGBench {med["theirs"]:.1f} ms per update -> '
-                  f'{results[agent]["speedup"]:.2f}x; peak RSS ours {peak["ours"]:.2f} GB vs {peak["theirs"]:.2f} '
-                  f'GB; loss on the same batch and parameters: ours {loss_o} vs OGBench {loss_t}', flush=True)
+            loss_t = runs['theirs'][0].get('loss')
+            results[agent] = dict(ms_per_update=med, peak_rss_gb=peak, loss_theirs=loss_t, runs=runs)
+            for pr in args.precisions:
+                w = label[pr]
+                loss_o = runs[w][0].get('loss')
+                suffix = '' if pr == 'float32' else f'_{pr}'
+                results[agent].update({
+                    f'speedup{suffix}': med['theirs'] / med[w], f'loss_ours{suffix}': loss_o,
+                    f'loss_rel_diff{suffix}': None if loss_o is None else abs(loss_o - loss_t) / max(abs(loss_t), 1e-12),
+                    f'param_mismatch{suffix}': runs[w][0].get('param_mismatch')})
+                print(f'{agent}: ours ({pr}) {med[w]:.1f} ms vs OGBench (float32) {med["theirs"]:.1f} ms per update -> '
+                      f'{med["theirs"] / med[w]:.2f}x; peak RSS ours {peak[w]:.2f} GB vs {peak["theirs"]:.2f} '
+                      f'GB; loss on the same batch and parameters: ours {loss_o} vs OGBench {loss_t}', flush=True)
     args.out = args.out or os.path.join(ROOT, 'benchmarks', 'results',
                                         'compare_ogbench_pixels.json' if args.pixels else 'compare_ogbench.json')
     results['meta'] = dict(batch_size=args.batch_size, pixels=args.pixels, repeats=args.repeats, updates=args.updates,
+                           precisions=args.precisions,
                            date=time.strftime('%Y-%m-%d'), cpu_count=os.cpu_count())
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, 'w') as f:

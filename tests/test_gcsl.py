@@ -85,6 +85,15 @@ def test_act_is_random_first_then_greedy():
     assert (np.asarray(late) == np.asarray(greedy)).all()
 
 
+def test_collect_noise_replaces_greedy_actions_with_that_probability():
+    agent = make_agent(random_steps=100, collect_noise=0.25)
+    obs, goals = jnp.zeros((4096, 2)), jnp.ones((4096, 2))
+    greedy, _ = agent.act((), obs, goals, None, 'eval')
+    late, _ = agent.act((), obs, goals, jax.random.PRNGKey(0), 'explore', (100, 1000))
+    changed = (np.asarray(late) != np.asarray(greedy)).mean()
+    assert abs(changed - 0.25 * 8 / 9) < 0.03  # a random action is the greedy one 1 time in 9
+
+
 def test_discretize():
     box = gymnasium.spaces.Box(-1.0, 1.0, (2,), np.float32)
     table = goal_envs.discretize(box, 3)
@@ -165,6 +174,7 @@ def test_gymnasium_backend_on_lunar_lander(tmp_path, capsys):
 @pytest.mark.parametrize('flags, message', [
     (['--agent.relabel_horizon=60'], 'longer than the episodes'),
     (['--agent.action_bins=40'], 'more than --agent.max_actions'),
+    (['--agent.collect_noise=1.5'], 'a probability in [0, 1]'),
     (['--env_backend', 'gymnasium', '--env_name', 'CartPole-v1'], 'not a goal environment'),
     (['--env_backend', 'gymnasium', '--env_entry_point', 'tests.test_gcsl:MismatchedGoalEnv'], 'goal space does not match'),
     (['--env_backend', 'gymnasium', '--num_seeds', '2'], '--num_seeds > 1 needs --env_backend jax'),

@@ -80,6 +80,32 @@ def test_batches_are_a_pure_function_of_seed_and_step(ds):
             np.testing.assert_array_equal(stacked[k][2], again[k])
 
 
+@pytest.mark.parametrize('regular, frame_stack', [(False, None), (False, 3), (True, None)])  # stacking: compact only
+def test_batches_read_from_the_chunk_equal_batches_read_from_the_dataset(ds, regular, frame_stack):
+    """The block-shuffle loader's chunk serves the rows it holds (goals, next observations); the batch must be the
+    one the sampler builds from the dataset alone, bit for bit, at block edges and for rows outside the chunk."""
+    if regular:
+        arrays = {k: v for k, v in ds.arrays.items()}
+        arrays['next_observations'] = arrays['observations'] + 0.5  # distinguishable from observations[i + 1]
+        ds = dataset_from_arrays(**arrays)
+    config = get_agent('crl').get_config()
+    config.frame_stack = frame_stack
+    sampler = GoalSampler(ds, config)
+    loader = block_loader(ds, batch_size=32, block_size=7, chunk_size=28)
+    misses = 0
+    for step in range(30):
+        idxs, chunk = loader.indices(step, step_rng(0, step))
+        far = np.arange(ds.size)
+        misses += (~np.isin(far // 7, chunk.blocks)).sum()
+        np.testing.assert_array_equal(chunk.gather('observations', far), ds['observations'][far])
+        np.testing.assert_array_equal(chunk.gather('actions', far), ds['actions'][far])
+        batch = make_batch(sampler, loader, seed=0, step=step)
+        direct = sampler.sample(step_rng(0, step), idxs)
+        for k in direct:
+            np.testing.assert_array_equal(batch[k], direct[k].astype(batch[k].dtype), err_msg=k)
+    assert misses > 0  # rows beyond the chunk were asked for and read from the dataset
+
+
 def test_steps_per_epoch_and_epoch_index(ds):
     loader = block_loader(ds, steps_per_epoch=50)
     assert loader.epoch_of(49) == 0 and loader.epoch_of(50) == 1

@@ -183,7 +183,8 @@ class GCSLTransformerAgent(flax.struct.PyTreeNode):
         if mode == 'eval':
             return jnp.argmax(logits, -1).astype(jnp.int32), carry
         c = self.config
-        return collect_actions(logits, key, progress[0], c['random_steps'], c['collect']), carry
+        return collect_actions(logits, key, progress[0], c['random_steps'], c['collect'],
+                               c['collect_noise']), carry
 
     @staticmethod
     def replay(config) -> dict:
@@ -245,6 +246,7 @@ def get_config():
             max_actions=256,  # Refuse discretisations with more actions than this.
             random_steps=10_000,  # Environment steps of uniformly random collection first.
             collect='greedy',  # After those: 'greedy' or 'sample'.
+            collect_noise=0.0,  # After those, each action uniformly random with this probability (GCSL's expl_noise: 0.1).
             relabel_horizon=0,  # Largest t' - t of a relabelled pair (0: any later state of the episode).
             updates_per_step=1.0,  # Gradient updates per environment step.
         )

@@ -32,6 +32,12 @@ OPTIONAL_KEYS = ('next_observations', 'valids', 'qpos', 'qvel', 'button_states')
 _SCAN_ROWS = 1 << 16
 
 
+def take_rows(array, idxs) -> np.ndarray:
+    """array[idxs] along the first axis, as a plain ndarray. np.take gathers rows several times faster than fancy
+    indexing on 2-D arrays (and on memory-maps)."""
+    return np.asarray(np.take(array, idxs, axis=0))
+
+
 class DatasetError(ValueError):
     """A dataset that cannot be used as given. The message names the problem and the fix."""
 
@@ -67,6 +73,8 @@ class Dataset:
             self.num_valid = self.size - len(self.episode_ends)
         if self.num_valid <= 0:
             raise DatasetError(f'{self.path}: no transitions (every episode has a single step); nothing to train on.')
+        # Valid transition starts before each episode end (valid_to_row's table, built once).
+        self._valid_before_end = self.episode_ends - np.arange(len(self.episode_ends))
 
     def __getitem__(self, key):
         return self.arrays[key]
@@ -118,8 +126,7 @@ class Dataset:
             return np.asarray(k, dtype=np.int64)
         # Before episode e there are e end rows; the valid rows of episode e are
         # [start_e, end_e) and the k-th valid row overall is k + (number of ends before it).
-        valid_before_end = self.episode_ends - np.arange(len(self.episode_ends))
-        return np.asarray(k, dtype=np.int64) + np.searchsorted(valid_before_end, k, side='right')
+        return np.asarray(k, dtype=np.int64) + np.searchsorted(self._valid_before_end, k, side='right')
 
     def sample_valid(self, rng: np.random.Generator, n: int):
         """n uniform transition starts."""
@@ -127,8 +134,8 @@ class Dataset:
 
     def next_observations(self, idxs):
         if self.regular:
-            return self.arrays['next_observations'][idxs]
-        return self.arrays['observations'][idxs + 1]
+            return take_rows(self.arrays['next_observations'], idxs)
+        return take_rows(self.arrays['observations'], idxs + 1)
 
 
 def _episode_ends(arrays, path):

@@ -17,7 +17,7 @@ import dataclasses
 
 import numpy as np
 
-from impls.data.datasets import Dataset, DatasetError
+from impls.data.datasets import Dataset, DatasetError, take_rows
 
 GOAL_KEYS = (
     'value_p_curgoal',
@@ -82,26 +82,31 @@ class GoalSampler:
                     f'but {dataset.path} stores next_observations; drop that key or do not stack frames.'
                 )
 
-    def observations(self, idxs):
+    def observations(self, idxs, chunk=None):
         """Observations at rows idxs, stacked over the last frame_stack rows of the same episode
         (the first frame is repeated at an episode start: frames never cross episodes). (B, ...)"""
-        obs = self.dataset['observations']
         if self.frame_stack is None:
-            return obs[idxs]
+            return self._rows('observations', idxs, chunk)
         starts = self.dataset.episode_start_idxs(idxs)
-        frames = [obs[np.maximum(idxs - k, starts)] for k in reversed(range(self.frame_stack))]
+        frames = [self._rows('observations', np.maximum(idxs - k, starts), chunk)
+                  for k in reversed(range(self.frame_stack))]
         return np.concatenate(frames, axis=-1)
 
-    def next_observations(self, idxs):
-        if self.frame_stack is None:
-            return self.dataset.next_observations(idxs)
-        return self.observations(idxs + 1)
+    def next_observations(self, idxs, chunk=None):
+        if self.frame_stack is None and self.dataset.regular:
+            return self._rows('next_observations', idxs, chunk)
+        return self.observations(idxs + 1, chunk)
 
-    def sample_goals(self, rng: np.random.Generator, idxs, mix: GoalMix):
-        """Goal rows for each transition start in idxs (same length). Draws exactly four arrays from rng."""
+    def _rows(self, key, idxs, chunk):
+        """dataset[key][idxs]; from the loader's chunk (loader.ChunkRows) where it holds them."""
+        return take_rows(self.dataset[key], idxs) if chunk is None else chunk.gather(key, idxs)
+
+    def sample_goals(self, rng: np.random.Generator, idxs, mix: GoalMix, final=None):
+        """Goal rows for each transition start in idxs (same length). Draws exactly four arrays from rng.
+        `final`: the episodes' last transition starts (dataset.final_state_idxs(idxs)), when the caller has them."""
         n = len(idxs)
-        random_goals = self.dataset.sample_valid(rng, n)
-        final = self.dataset.final_state_idxs(idxs)
+        random_k = rng.integers(0, self.dataset.num_valid, size=n)  # drawn even when unused: the stream stays fixed
+        final = self.dataset.final_state_idxs(idxs) if final is None else final
         if mix.geom_sample:
             offsets = rng.geometric(p=1.0 - self.discount, size=n)  # in [1, inf)
             traj_goals = np.minimum(idxs + offsets, final)
@@ -109,28 +114,31 @@ class GoalSampler:
             u = rng.random(n)  # uniform over [min(idx + 1, final), final]
             traj_goals = np.round(np.minimum(idxs + 1, final) * u + final * (1.0 - u)).astype(np.int64)
         p_traj_given_not_cur = mix.p_trajgoal / (1.0 - mix.p_curgoal) if mix.p_curgoal < 1.0 else 0.0
+        # Uniform dataset states (dataset.sample_valid); the row lookup is skipped when they cannot be chosen.
+        random_goals = self.dataset.valid_to_row(random_k) if mix.p_randomgoal > 0 else traj_goals
         goals = np.where(rng.random(n) < p_traj_given_not_cur, traj_goals, random_goals)
         return np.where(rng.random(n) < mix.p_curgoal, idxs, goals)
 
-    def sample(self, rng: np.random.Generator, idxs, observations=None, actions=None):
+    def sample(self, rng: np.random.Generator, idxs, chunk=None):
         """A goal-conditioned batch for transition starts idxs.
 
-        ``observations``/``actions`` may be given when the caller already holds those rows (the
-        block-shuffle loader's chunk); otherwise they are read from the dataset.
+        ``chunk``: the block-shuffle loader's rows in memory (loader.ChunkRows), read instead of the dataset
+        where they hold the rows asked for; the batch is the same either way.
 
         Returns a dict of arrays: observations, next_observations, actions, value_goals, actor_goals,
         rewards (B,), masks (B,).
         """
         idxs = np.asarray(idxs, dtype=np.int64)
-        value_goal_idxs = self.sample_goals(rng, idxs, self.value_mix)
-        actor_goal_idxs = self.sample_goals(rng, idxs, self.actor_mix)
+        final = self.dataset.final_state_idxs(idxs)  # one episode lookup for both goal draws
+        value_goal_idxs = self.sample_goals(rng, idxs, self.value_mix, final)
+        actor_goal_idxs = self.sample_goals(rng, idxs, self.actor_mix, final)
         successes = (idxs == value_goal_idxs).astype(np.float32)
         batch = dict(
-            observations=self.observations(idxs) if observations is None else observations,
-            next_observations=self.next_observations(idxs),
-            actions=self.dataset['actions'][idxs] if actions is None else actions,
-            value_goals=self.observations(value_goal_idxs),
-            actor_goals=self.observations(actor_goal_idxs),
+            observations=self.observations(idxs, chunk),
+            next_observations=self.next_observations(idxs, chunk),
+            actions=self._rows('actions', idxs, chunk),
+            value_goals=self.observations(value_goal_idxs, chunk),
+            actor_goals=self.observations(actor_goal_idxs, chunk),
             masks=1.0 - successes,
             rewards=successes - (1.0 if self.gc_negative else 0.0),
         )

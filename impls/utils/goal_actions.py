@@ -7,20 +7,24 @@ import jax
 import jax.numpy as jnp
 
 
-def collect_actions(logits, key, step, random_steps: int, collect: str):
+def collect_actions(logits, key, step, random_steps: int, collect: str, noise: float = 0.0):
     """(B,) int32 actions for collection: uniformly random while `step` (environment steps done, may be traced) <
-    random_steps, then greedy ('greedy') or sampled from the policy ('sample')."""
+    random_steps, then greedy ('greedy') or sampled from the policy ('sample'), each replaced by a uniformly random
+    action with probability `noise` (GCSL's epsilon-greedy `expl_noise`, 0.1)."""
     greedy = jnp.argmax(logits, -1).astype(jnp.int32)
-    k_random, k_sample = jax.random.split(key)
+    k_random, k_sample, k_noise = jax.random.split(key, 3)
     random = jax.random.randint(k_random, greedy.shape, 0, logits.shape[-1], jnp.int32)
     policy = jax.random.categorical(k_sample, logits).astype(jnp.int32) if collect == 'sample' else greedy
-    return jnp.where(step < random_steps, random, policy)
+    explore = (step < random_steps) | (jax.random.uniform(k_noise, greedy.shape) < noise)
+    return jnp.where(explore, random, policy)
 
 
 def check_collection_config(config):
     """The collection and relabelling keys both goal policies share; ValueError names the bad one."""
     if config['collect'] not in ('greedy', 'sample'):
         raise ValueError(f"--agent.collect={config['collect']!r}: expected greedy (GCSL) or sample.")
+    if not 0.0 <= config['collect_noise'] <= 1.0:
+        raise ValueError(f"--agent.collect_noise={config['collect_noise']}: a probability in [0, 1] is needed (GCSL: 0.1).")
     if config['relabel_horizon'] < 0:
         raise ValueError('--agent.relabel_horizon must be >= 0 (0: any later state of the episode).')
 
