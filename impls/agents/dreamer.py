@@ -9,7 +9,8 @@ World model, per replayed step (networks in impls/agents/dreamer_rssm.py):
     free_bits='clip' is DreamerV3's max: below the floor the prior gets no gradient at all (by design).
     'straight_through' keeps the floor's value but passes the KL's gradient, so the prior keeps learning below 1 nat.
 Actor-critic, from every posterior state, imagined `imag_horizon` = 15 steps with the prior:
-    R_t = lambda-returns (lambda 0.95; the discount 1 - 1/333 lives in the continue head), bootstrapping from
+    R_t = lambda-returns (lambda 0.95; the discount 1 - 1/333 lives in the continue head, whose probability --
+    or, with imag_cont='mode', its mode -- discounts each imagined step), bootstrapping from
     V(s_{t+1}); advantages (R_t - V(s_t)) / max(1, EMA of the 5th-95th percentile range of R, rate 0.01);
     actor: REINFORCE for discrete actions, backprop through the model for continuous ones, entropy 3e-4;
     critic: two-hot on R_t plus a regulariser towards a slow critic (EMA 0.02), and on replayed data (scale 0.3).
@@ -227,7 +228,10 @@ class DreamerAgent(flax.struct.PyTreeNode):
             feats, actions = sg(feats), sg(actions)
         bins = symexp_bins(c['bins'])
         rewards = twohot_mean(self._call(wm, 'reward', None, feats), bins)
-        cont = jax.nn.sigmoid(self._call(wm, 'cont', None, feats)[..., 0])
+        cont = jax.nn.sigmoid(self._call(wm, 'cont', None, feats)[..., 0])  # (1 - P(terminal)) (1 - 1/horizon)
+        if c['imag_cont'] == 'mode':  # the Bernoulli's mode: continue unless termination is more likely than not
+            disc = 1.0 - 1.0 / c['horizon']
+            cont = disc * (cont > 0.5 * disc).astype(cont.dtype)
         _, values = self.value(sg(params['critic']), feats)  # differentiable in the states (continuous actions)
         weight = sg(jnp.cumprod(cont, 1))
         returns = lambda_return(rewards, cont, values, values, 1.0, c['lambda_'])  # (N, H)
@@ -352,6 +356,9 @@ class DreamerAgent(flax.struct.PyTreeNode):
         if config['encoder'] not in ('auto', 'mlp', 'cnn'):
             raise ValueError(f'--agent.encoder={config["encoder"]!r}: expected auto, mlp (vector observations) or cnn '
                              f'(64x64 frames).')
+        if config['imag_cont'] not in ('prob', 'mode'):
+            raise ValueError(f'--agent.imag_cont={config["imag_cont"]!r}: expected prob (the continue head\'s '
+                             f'probability) or mode (continue unless termination is more likely than not).')
         if config['deter'] % config['blocks']:
             raise ValueError(f'--agent.deter={config["deter"]} is not divisible by --agent.blocks={config["blocks"]}.')
 
@@ -443,6 +450,8 @@ def get_config():
         imag_horizon=15,  # Imagined steps.
         imag_last=0,  # Imagine from the posterior states of the last K steps of each sequence (0: all of them).
         horizon=333,  # Discount 1 - 1/horizon (in the continue head's target).
+        imag_cont='prob',  # Imagined continuation: 'prob' (the head's probability, current DreamerV3) or 'mode'
+        # (1 unless termination is predicted more likely than not, times the discount; DreamerV3's 2023 code).
         lambda_=0.95,  # TD(lambda).
         actor_entropy=3e-4,  # Entropy bonus.
         actor_unimix=0.01,  # Uniform mix of a discrete policy.
