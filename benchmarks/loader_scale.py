@@ -4,13 +4,17 @@
     python benchmarks/loader_scale.py write  --out data/walk_small.npz --rows 2000000   # in-memory twin, same shapes
     python benchmarks/loader_scale.py sample --dataset /data/walk20g --dataset data/walk_small.npz
     python benchmarks/loader_scale.py train  --dataset /data/walk20g --dataset data/walk_small.npz --steps 3000
+    python benchmarks/loader_scale.py train  --dataset /data/walk20g --cold --steps 3000 --logs 10 \
+        --agent.value_hidden_dims=64,64 --agent.actor_hidden_dims=64,64 --agent.latent_dim=64   # a disk too slow
 
 The data: random-walk state episodes in OGBench's layout (observations float32 (N, 29) as antmaze's, actions float32
 (N, 8), terminals), written by impls.data.datasets.NpyDirWriter as a directory of .npy files that load_dataset
 memory-maps (a .npz out is written whole, for the in-memory twin). `sample` times make_batch with CRL's goal
 sampler through the block-shuffle loader (transitions per second; peak RSS = VmHWM, which counts the file pages the
 process has mapped). `train` runs train.py (CRL, the cpu_budget sizes) on each dataset with the same loader flags
-and reads its steps/s; each run's peak RSS is its own (a fresh process). Prints JSON lines; --json writes them.
+and reads its steps/s; each run's peak RSS is its own (a fresh process). --cold first drops the dataset from the OS
+page cache, so the run reads from the disk: with a small network the update outruns the disk, and the run's
+`data_wait` health detector should say the loop waits on data. Prints JSON lines; --json writes them.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import numpy as np
@@ -123,14 +128,38 @@ def sample_one(args):
           flush=True)
 
 
+def evict_page_cache(path):
+    """Drop a dataset's pages from the OS page cache (posix_fadvise DONTNEED; no privileges needed), so that the
+    run reads it from the disk, as a dataset larger than RAM or on a network disk would be read."""
+    files = [os.path.join(path, f) for f in os.listdir(path)] if os.path.isdir(path) else [path]
+    for name in files:
+        fd = os.open(name, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def evict_when_training(path, run_dir, timeout=1800.0):
+    """Once the run has logged its first interval (loading and compilation done), drop the dataset's pages."""
+    start = time.time()
+    while not os.path.exists(os.path.join(run_dir, 'train.csv')) and time.time() - start < timeout:
+        time.sleep(0.5)
+    evict_page_cache(path)
+
+
 def train(args):
     rows = []
     for path in args.dataset:
         with tempfile.TemporaryDirectory() as tmp:
             cmd = [sys.executable, os.path.join(ROOT, 'train.py'), '--preset', 'cpu_budget', '--algorithm', 'crl',
                    '--dataset_path', path, '--save_dir', tmp, '--train_steps', str(args.steps), '--log_interval',
-                   str(args.steps // 4), '--eval_episodes', '0', '--no_progress', '--wandb_mode', 'disabled',
-                   '--block_size', str(LOADER['block_size']), '--chunk_size', str(LOADER['chunk_size'])]
+                   str(args.steps // args.logs), '--eval_episodes', '0', '--no_progress', '--wandb_mode', 'disabled',
+                   '--block_size', str(LOADER['block_size']), '--chunk_size', str(LOADER['chunk_size']), *args.extra]
+            evictor = None
+            if args.cold:  # after loading (whose NaN scan reads the whole file through the page cache), drop it
+                evictor = threading.Thread(target=evict_when_training, args=(path, tmp), daemon=True)
+                evictor.start()
             wrapper = ('import resource, subprocess, sys, json; r = subprocess.run(sys.argv[1:]); '
                        'print(json.dumps(dict(rc=r.returncode, '
                        'peak_rss_gb=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1e6)))')
@@ -140,8 +169,13 @@ def train(args):
                 print(proc.stderr[-3000:], file=sys.stderr)
                 continue
             with open(os.path.join(tmp, 'train.csv')) as f:
-                rates = [float(r['time/steps_per_second']) for r in csv.DictReader(f)][1:]  # the first has compiling
+                logs = list(csv.DictReader(f))
+            rates = [float(r['time/steps_per_second']) for r in logs][1:]  # the first has compiling
+            waits = [float(r.get('time/data_wait_fraction') or 'nan') for r in logs]
+            with open(os.path.join(tmp, 'health.json')) as f:
+                fired = json.load(f)['fired']
         row = dict(step='train', dataset=path, steps=args.steps, steps_per_s=float(np.median(rates)), rates=rates,
+                   data_wait_fraction=waits, data_wait_fired_at=fired.get('data_wait'), cold=args.cold, extra=args.extra,
                    peak_rss_gb=info['peak_rss_gb'], **LOADER)
         print(json.dumps(row), flush=True)
         rows.append(row)
@@ -159,8 +193,12 @@ def main():
     p.add_argument('--batches', type=int, default=3000)
     p.add_argument('--batch_size', type=int, default=1024)
     p.add_argument('--steps', type=int, default=3000)
+    p.add_argument('--logs', type=int, default=4, help='train: log intervals over the run.')
+    p.add_argument('--cold', action='store_true',
+                   help='train: drop the dataset from the page cache first, so that the run reads it from the disk')
     p.add_argument('--json', default=None, help='Append the rows to this JSON file.')
-    args = p.parse_args()
+    args, extra = p.parse_known_args()  # train: anything else goes to train.py (e.g. --agent.value_hidden_dims=64,64)
+    args.extra = [a for a in extra if a != '--']
     rows = {'write': write, 'sample': sample, 'sample_one': sample_one, 'train': train}[args.what](args)
     if args.json and rows:
         old = json.load(open(args.json)) if os.path.exists(args.json) else []

@@ -258,16 +258,18 @@ def test_in_context_tells_not_learning_from_not_in_context_from_fading():
     assert 'in_context' not in with_gains([0.5, 3.0, 5.0, 6.0])[1]
 
 
-def test_data_wait_after_two_slow_intervals_not_the_first():
-    # The first log (compilation, the loader's start) is skipped; then 0.1 (fine), 0.6, 0.7: fires at the second slow one.
-    waits = [0.9, 0.1, 0.6, 0.7, 0.8]
+def test_data_wait_on_the_mean_of_the_last_four_intervals_not_the_first():
+    # The first log (compilation, the loader's start) is skipped. A chunked loader waits in bursts: 0.6 and 0.02 in
+    # turn average 0.31 > 0.25 over four intervals, which fires at the fourth counted log (the fifth overall).
+    waits = [0.9, 0.6, 0.02, 0.6, 0.02, 0.6]
     stream = [(s, {'time/data_wait_fraction': w}) for s, w in zip(steps(len(waits)), waits)]
     monitor, fired, values, printed = run(stream)
-    assert fired['data_wait'] == 4000
-    assert values[3]['health/data_wait'] == pytest.approx(0.7)
-    assert len(printed) == 1 and '--chunk_size' in printed[0] and 'waiting on data' in printed[0]
-    assert 'data_wait' not in run([(s, {'time/data_wait_fraction': 0.9 if i == 0 else 0.05})
-                                   for i, s in enumerate(steps(6))])[1]
+    assert fired['data_wait'] == 5000
+    assert values[4]['health/data_wait'] == pytest.approx(0.31)
+    assert len(printed) == 1 and '--block_size' in printed[0] and 'waiting on data' in printed[0]
+    # Steady short waits, or one slow interval among fast ones, do not fire.
+    for quiet in ([0.9] + [0.2] * 6, [0.9, 0.05, 0.05, 0.8, 0.05, 0.05, 0.05]):
+        assert 'data_wait' not in run([(s, {'time/data_wait_fraction': w}) for s, w in zip(steps(len(quiet)), quiet)])[1]
 
 
 def test_prefetcher_counts_the_time_the_loop_waits():

@@ -717,18 +717,20 @@ class InContextHealth(Detector):
 
 @dataclasses.dataclass
 class DataWait(Detector):
-    """The training loop waiting on its data: the fraction of a log interval the loop spent blocked on the next
-    prefetched batches (time/data_wait_fraction) above `fraction` for `patience` logs in a row (the first log,
-    which includes compilation and the loader's start, is skipped). health/data_wait = that fraction."""
+    """The training loop waiting on its data: the fraction of the time the loop spent blocked on the next prefetched
+    batches (time/data_wait_fraction per log interval), averaged over the last `window` logs, above `fraction` (the
+    first log, which includes compilation and the loader's start, is skipped). A window, not a streak: a chunked
+    loader waits in bursts at chunk boundaries, so single intervals alternate between long and no waits.
+    health/data_wait = that average."""
 
     fraction: float = 0.25
-    patience: int = 2
+    window: int = 4
     name = 'data_wait'
     keys = ('time/data_wait_fraction',)
 
     def reset_state(self):
         super().reset_state()
-        self.seen, self.streak = 0, 0
+        self.seen, self.recent = 0, []
 
     def observe(self, step, metrics, context):
         value = metrics.get('time/data_wait_fraction')
@@ -737,18 +739,19 @@ class DataWait(Detector):
         self.seen += 1
         if self.seen == 1:
             return float(value), None
-        self.streak = self.streak + 1 if value > self.fraction else 0
-        if self.streak < self.patience or self.firing:
-            self.firing = self.firing and value > self.fraction
-            return float(value), None
+        self.recent = (self.recent + [float(value)])[-self.window:]
+        mean = sum(self.recent) / len(self.recent)
+        if len(self.recent) < self.window or mean <= self.fraction or self.firing:
+            self.firing = self.firing and mean > self.fraction
+            return mean, None
         self.firing = True
-        return float(value), (
-            f'the training loop is waiting on data at step {step}: {100 * value:.0f}% of the last log interval went to '
-            f'waiting for the next batches ({self.patience} intervals in a row above {100 * self.fraction:.0f}%), so '
-            'the loader, not the update, sets the speed. Likely causes: a dataset on a slow or network disk, or a '
-            'memory-mapped dataset larger than the page cache read at random. Knobs: a larger --chunk_size and '
-            '--block_size (fewer, longer sequential reads), the dataset on a local SSD or loaded into memory (an '
-            '.npz), a larger --updates_per_dispatch.'
+        return mean, (
+            f'the training loop is waiting on data at step {step}: {100 * mean:.0f}% of the last {self.window} log '
+            f'intervals went to waiting for the next batches (above {100 * self.fraction:.0f}%), so the loader, not the '
+            'update, sets the speed. Likely causes: a dataset on a slow or network disk, or a memory-mapped dataset '
+            'larger than the page cache read at random. Knobs: a larger --block_size and --chunk_size (fewer, longer '
+            'sequential reads), the dataset on a local SSD or loaded into memory (an .npz), a larger '
+            '--updates_per_dispatch.'
         )
 
 
