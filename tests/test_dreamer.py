@@ -117,6 +117,15 @@ def test_prior_gradient_is_zero_below_the_floor_only_in_clip_mode():
     assert float(clipped['grad/prior_norm']) == 0.0 and float(straight['grad/prior_norm']) > 0.0
 
 
+def test_imagined_continuation_is_the_probability_or_its_mode():
+    disc = 1.0 - 1.0 / 333
+    prob = jnp.array([0.1, 0.6, 0.51 * disc, 0.49 * disc, 0.99])
+    np.testing.assert_allclose(dreamer.imagined_continuation(prob, 333, 'prob'), prob)
+    np.testing.assert_allclose(dreamer.imagined_continuation(prob, 333, 'mode'), [0.0, disc, disc, 0.0, disc])
+    with pytest.raises(ValueError, match='imag_cont'):
+        dreamer.DreamerAgent.check_config({**_agent().config, 'imag_cont': 'soft'})
+
+
 def test_acting_carries_the_state_and_resets_from_zeros():
     agent = _agent()
     carry = agent.initial_carry(3)

@@ -42,6 +42,17 @@ from impls.utils.returns import lambda_return, symexp_bins, symlog, twohot_loss,
 sg = jax.lax.stop_gradient
 
 
+def imagined_continuation(prob, horizon: float, mode: str):
+    """The discount of each imagined step from the continue head's output prob = (1 - P(terminal)) (1 - 1/horizon):
+    'prob' uses it as it is (current DreamerV3); 'mode' uses its Bernoulli's mode, the full discount 1 - 1/horizon
+    unless termination is more likely than not, then 0 (DreamerV3's 2023 code). A head unsure of mid-episode states
+    shortens 'prob''s horizon to 1 / (1 - mean prob) steps; 'mode' keeps 1/horizon's."""
+    if mode == 'prob':
+        return prob
+    disc = 1.0 - 1.0 / horizon
+    return disc * (prob > 0.5 * disc).astype(prob.dtype)
+
+
 def free_bits(kl, free: float, mode: str):
     """max(kl, free). 'clip': DreamerV3's, zero gradient below the floor. 'straight_through': the same value with the
     KL's own gradient everywhere."""
@@ -228,10 +239,8 @@ class DreamerAgent(flax.struct.PyTreeNode):
             feats, actions = sg(feats), sg(actions)
         bins = symexp_bins(c['bins'])
         rewards = twohot_mean(self._call(wm, 'reward', None, feats), bins)
-        cont = jax.nn.sigmoid(self._call(wm, 'cont', None, feats)[..., 0])  # (1 - P(terminal)) (1 - 1/horizon)
-        if c['imag_cont'] == 'mode':  # the Bernoulli's mode: continue unless termination is more likely than not
-            disc = 1.0 - 1.0 / c['horizon']
-            cont = disc * (cont > 0.5 * disc).astype(cont.dtype)
+        cont = imagined_continuation(jax.nn.sigmoid(self._call(wm, 'cont', None, feats)[..., 0]), c['horizon'],
+                                     c['imag_cont'])
         _, values = self.value(sg(params['critic']), feats)  # differentiable in the states (continuous actions)
         weight = sg(jnp.cumprod(cont, 1))
         returns = lambda_return(rewards, cont, values, values, 1.0, c['lambda_'])  # (N, H)
