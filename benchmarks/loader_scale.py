@@ -128,6 +128,16 @@ def sample_one(args):
           flush=True)
 
 
+def loader_flags(extra) -> dict:
+    """The block and chunk sizes a train run used: LOADER, unless the extra train.py flags (given later) override."""
+    flags = dict(LOADER)
+    for i, arg in enumerate(extra):
+        name, _, value = arg.partition('=')
+        if name.lstrip('-') in flags:
+            flags[name.lstrip('-')] = int(value or extra[i + 1])
+    return flags
+
+
 def evict_page_cache(path):
     """Drop a dataset's pages from the OS page cache (posix_fadvise DONTNEED; no privileges needed), so that the
     run reads it from the disk, as a dataset larger than RAM or on a network disk would be read."""
@@ -176,7 +186,7 @@ def train(args):
                 fired = json.load(f)['fired']
         row = dict(step='train', dataset=path, steps=args.steps, steps_per_s=float(np.median(rates)), rates=rates,
                    data_wait_fraction=waits, data_wait_fired_at=fired.get('data_wait'), cold=args.cold, extra=args.extra,
-                   peak_rss_gb=info['peak_rss_gb'], **LOADER)
+                   peak_rss_gb=info['peak_rss_gb'], **loader_flags(args.extra))
         print(json.dumps(row), flush=True)
         rows.append(row)
     return rows
