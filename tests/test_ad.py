@@ -16,7 +16,7 @@ from impls.agents import ad, cad
 from impls.data.datasets import DatasetError
 from impls.data.histories import device_histories, load_histories, sample_windows, save_histories
 from impls.envs import darkroom
-from impls.utils.history_tokens import action_loss, state_token, window_tokens
+from impls.utils.history_tokens import action_loss, encode_observation, feature_size, state_token, window_tokens
 
 
 def test_room_rules():
@@ -106,12 +106,13 @@ def test_label_smoothing_by_hand():
     assert float(acc) == 1.0
 
 
-def _ad_agent(histories, tokens='joint', seq_len=10):
+def _ad_agent(histories, tokens='joint', seq_len=10, obs_encoding='index'):
     train, _, _ = load_histories(histories)
     data = device_histories(train, 5)
     c = ad.get_config()
     c.update(dict(num_observations=81, action_dim=5, horizon=20, seq_len=seq_len, tokens=tokens, tf_n_embd=16,
-                  tf_n_head=2, tf_n_layer=2, tf_dropout=0.0, num_warmup_steps=0, eval_keep=0.5))
+                  tf_n_head=2, tf_n_layer=2, tf_dropout=0.0, num_warmup_steps=0, eval_keep=0.5,
+                  obs_encoding=obs_encoding))
     batch = sample_windows(data, jax.random.PRNGKey(0), 3, 3 * seq_len)
     return ad.ADAgent.create(0, {k: v[:, :seq_len] for k, v in batch.items()}, c), batch
 
@@ -124,25 +125,26 @@ def _stream(agent, batch, steps):
     for t in range(steps):
         if t:
             carry = record(agent, carry, batch['actions'][:, t - 1], batch['rewards'][:, t - 1])
-        token = state_token(c['tokens'], 81, 5, batch['observations'][:, t], carry['prev_action'], carry['prev_reward'])
+        token = state_token(c['tokens'], 81, 5, batch['observations'][:, t], carry['prev_action'], carry['prev_reward'],
+                            c['obs_encoding'])
         carry, logits = feed(agent, carry, token)
         out.append(logits)
     return jnp.stack(out, 1)
 
 
-@pytest.mark.parametrize('tokens', ['joint', 'separate'])
-def test_ad_cache_matches_full_passes(histories, tokens):
+@pytest.mark.parametrize('tokens,obs_encoding', [('joint', 'index'), ('separate', 'index'), ('joint', 'grid')])
+def test_ad_cache_matches_full_passes(histories, tokens, obs_encoding):
     """Token by token through the cache = a full pass over the window; past the context, = a full pass over the
     window that starts where the cache re-anchored (keep = 5 of 10 transitions)."""
-    agent, batch = _ad_agent(histories, tokens)
+    agent, batch = _ad_agent(histories, tokens, obs_encoding=obs_encoding)
     streamed = _stream(agent, batch, 17)
     window = {k: v[:, :10] for k, v in batch.items()}
-    full_tokens, read = window_tokens(tokens, 81, 5, window)
+    full_tokens, read = window_tokens(tokens, 81, 5, window, obs_encoding)
     full = agent.window_logits(full_tokens, jnp.ones(full_tokens.shape[:2], bool))[:, read]
     np.testing.assert_allclose(streamed[:, :10], full, atol=1e-4)
     # steps 10..14 re-anchor at step 5 (the last half); 15.. re-anchor at step 10
     later = {k: v[:, 5:15] for k, v in batch.items()}
-    later_tokens, read = window_tokens(tokens, 81, 5, later)
+    later_tokens, read = window_tokens(tokens, 81, 5, later, obs_encoding)
     full = agent.window_logits(later_tokens, jnp.ones(later_tokens.shape[:2], bool))[:, read]
     np.testing.assert_allclose(streamed[:, 10:15], full[:, 5:10], atol=1e-4)
 
@@ -221,7 +223,24 @@ def test_loss_falls_on_a_fixed_batch(histories, name):
     assert abs(float(info['actor/chance_loss']) - np.log(5)) < 1e-6
 
 
+def test_grid_observation_encoding_by_hand():
+    """Cell x * 9 + y of Dark Room's 9 x 9 grid -> one-hot x next to one-hot y; cells in one row share features."""
+    feats = np.asarray(encode_observation(jnp.array([0, 10, 44, 80]), 81, 'grid'))
+    assert feats.shape == (4, 18) and (feats.sum(-1) == 2).all()
+    for row, (x, y) in zip(feats, [(0, 0), (1, 1), (4, 8), (8, 8)]):
+        assert np.flatnonzero(row).tolist() == [x, 9 + y]
+    assert feature_size(81, 5, 'grid') == 18 + 6 + 1 + 3 and feature_size(81, 5) == 81 + 6 + 1 + 3
+    token = state_token('joint', 81, 5, jnp.array([10]), jnp.array([5]), jnp.array([1.0]), 'grid')
+    assert np.flatnonzero(np.asarray(token[0])).tolist() == [1, 10, 18 + 5, 18 + 6, 18 + 7]
+
+
 def test_config_errors():
+    with pytest.raises(ValueError, match='obs_encoding=.pixels.: choose one of index, grid'):
+        c = ad.get_config()
+        c.obs_encoding = 'pixels'
+        ad.ADAgent.check_config(c)
+    with pytest.raises(ValueError, match='square grid .* have 80; use --agent.obs_encoding=index'):
+        cad.CADAgent.check_config(_cad_config(obs_encoding='grid', num_observations=80))
     with pytest.raises(ValueError, match='does not fit the raw context'):
         cad.CADAgent.check_config(_cad_config(max_uncompressed_length=5, min_uncompressed_length=2))
     with pytest.raises(ValueError, match='min_compress_length'):

@@ -27,9 +27,9 @@ import jax.numpy as jnp
 import ml_collections
 
 from impls.utils.flax_utils import nonpytree_field
-from impls.utils.history_tokens import (TOKEN_LAYOUTS, action_loss, action_token, chance_loss, feature_size,
-                                        imitation_step, optimizer_config, reward_token, sample_action, state_token,
-                                        window_tokens)
+from impls.utils.history_tokens import (TOKEN_LAYOUTS, action_loss, action_token, chance_loss, check_obs_encoding,
+                                        feature_size, imitation_step, optimizer_config, reward_token, sample_action,
+                                        state_token, window_tokens)
 from impls.utils.optim import make_optimizer
 from impls.utils.precision import Dense
 from impls.utils.transformer import CausalTransformer, attention_mask
@@ -76,7 +76,7 @@ class ADAgent(flax.struct.PyTreeNode):
 
     def _logits(self, params, window, key=None):
         c = self.config
-        tokens, read = window_tokens(c['tokens'], c['num_observations'], c['action_dim'], window)
+        tokens, read = window_tokens(c['tokens'], c['num_observations'], c['action_dim'], window, c['obs_encoding'])
         return self._full_pass(params, tokens, jnp.ones(tokens.shape[:2], bool), key)[0][:, read]
 
     def _metrics(self, logits, actions):
@@ -114,7 +114,7 @@ class ADAgent(flax.struct.PyTreeNode):
         head_dim = c['tf_n_embd'] // c['tf_n_head']
         zeros = jnp.zeros((batch_size, N, c['tf_n_head'], head_dim))
         return dict(cache=[(zeros, zeros) for _ in range(c['tf_n_layer'])],
-                    tokens=jnp.zeros((batch_size, N, feature_size(c['num_observations'], c['action_dim']))),
+                    tokens=jnp.zeros((batch_size, N, feature_size(c['num_observations'], c['action_dim'], c['obs_encoding']))),
                     fill=jnp.zeros((), jnp.int32), prev_action=jnp.full((batch_size,), c['action_dim'], jnp.int32),
                     prev_reward=jnp.zeros((batch_size,)))
 
@@ -144,7 +144,7 @@ class ADAgent(flax.struct.PyTreeNode):
         eval_temperature (in 'explore' mode too)."""
         c = self.config
         token = state_token(c['tokens'], c['num_observations'], c['action_dim'], observations.astype(jnp.int32),
-                            carry['prev_action'], carry['prev_reward'])
+                            carry['prev_action'], carry['prev_reward'], c['obs_encoding'])
         carry, logits = self._feed(carry, token)
         return sample_action(logits, key, c['eval_temperature']), carry
 
@@ -153,8 +153,8 @@ class ADAgent(flax.struct.PyTreeNode):
         c = self.config
         carry = dict(carry, prev_action=actions.astype(jnp.int32), prev_reward=rewards.astype(jnp.float32))
         if c['tokens'] == 'separate':
-            carry, _ = self._feed(carry, action_token(c['num_observations'], c['action_dim'], actions))
-            carry, _ = self._feed(carry, reward_token(c['num_observations'], c['action_dim'], rewards))
+            carry, _ = self._feed(carry, action_token(c['num_observations'], c['action_dim'], actions, c['obs_encoding']))
+            carry, _ = self._feed(carry, reward_token(c['num_observations'], c['action_dim'], rewards, c['obs_encoding']))
         return carry
 
     def window_logits(self, tokens, valid):
@@ -171,6 +171,7 @@ class ADAgent(flax.struct.PyTreeNode):
     @staticmethod
     def check_config(config):
         c = config
+        check_obs_encoding(c)
         if c['tokens'] not in TOKEN_LAYOUTS:
             raise ValueError(f"--agent.tokens={c['tokens']!r}: expected joint (one token per transition) or separate "
                              "(s, a, r tokens).")
@@ -193,7 +194,7 @@ class ADAgent(flax.struct.PyTreeNode):
         network = HistoryModel(int(c['action_dim']), c['tf_n_embd'], c['tf_n_head'], c['tf_n_layer'],
                                c['seq_len'] * per, c['tf_dropout'], c['tf_attn_dropout'])
         T = c['seq_len'] * per
-        F = feature_size(c['num_observations'], c['action_dim'])
+        F = feature_size(c['num_observations'], c['action_dim'], c['obs_encoding'])
         valid = jnp.ones((1, T), bool)
         params = network.init(init_rng, jnp.zeros((1, T, F)), jnp.arange(T)[None], attention_mask(valid, valid))[
             'params']
@@ -221,6 +222,8 @@ def get_config():
             eval_temperature=0.3,  # In-context evaluation samples actions at this temperature (0: greedy); 0.3 chosen
             # on training goals (benchmarks/RESULTS.md): at 1.0 sampling errors compound over 2,000 steps, greedy gets stuck.
             eval_keep=0.5,  # When the context is full, this fraction of it is kept (re-encoded from position 0).
+            obs_encoding='index',  # Observation features: 'index' (one-hot cell) or 'grid' (one-hot x, one-hot y of a
+            # square grid; impls/utils/history_tokens.py).
             num_observations=ml_collections.config_dict.placeholder(int),  # From the dataset.
             action_dim=ml_collections.config_dict.placeholder(int),  # From the dataset.
             horizon=ml_collections.config_dict.placeholder(int),  # Episode length, from the dataset.

@@ -32,8 +32,8 @@ import ml_collections
 import optax
 
 from impls.utils.flax_utils import nonpytree_field
-from impls.utils.history_tokens import (action_loss, chance_loss, feature_size, imitation_step, optimizer_config,
-                                        sample_action, state_token, window_tokens)
+from impls.utils.history_tokens import (action_loss, chance_loss, check_obs_encoding, feature_size, imitation_step,
+                                        optimizer_config, sample_action, state_token, window_tokens)
 from impls.utils.optim import make_optimizer
 from impls.utils.precision import Dense
 from impls.utils.transformer import CachedBlock, CausalTransformer, attention_mask
@@ -136,7 +136,7 @@ class CADAgent(flax.struct.PyTreeNode):
 
     def _forward(self, params, window, key, drop_key=None):
         c = self.config
-        tokens, _ = window_tokens('joint', c['num_observations'], c['action_dim'], window)
+        tokens, _ = window_tokens('joint', c['num_observations'], c['action_dim'], window, c['obs_encoding'])
         B = tokens.shape[0]
         depth, active, seg_idx, seg_valid, raw_idx, raw_valid = split_window(key, B, c)
         take = jax.vmap(lambda t, i: t[i])
@@ -190,7 +190,7 @@ class CADAgent(flax.struct.PyTreeNode):
         return dict(cache=[(zeros, zeros) for _ in range(c['tf_n_layer'])],
                     latents=jnp.zeros((batch_size, c['n_latent'], c['tf_n_embd'])), has=jnp.zeros((), bool),
                     tokens=jnp.zeros((batch_size, c['max_uncompressed_length'],
-                                      feature_size(c['num_observations'], c['action_dim']))),
+                                      feature_size(c['num_observations'], c['action_dim'], c['obs_encoding']))),
                     fill=jnp.zeros((), jnp.int32), rounds=jnp.zeros((), jnp.int32),
                     prev_action=jnp.full((batch_size,), c['action_dim'], jnp.int32),
                     prev_reward=jnp.zeros((batch_size,)))
@@ -227,7 +227,7 @@ class CADAgent(flax.struct.PyTreeNode):
         """a_t for observations (B,) (the goal is not observed), sampled at eval_temperature."""
         c = self.config
         token = state_token('joint', c['num_observations'], c['action_dim'], observations.astype(jnp.int32),
-                            carry['prev_action'], carry['prev_reward'])
+                            carry['prev_action'], carry['prev_reward'], c['obs_encoding'])
         carry, logits = self._feed(carry, token)
         return sample_action(logits, key, c['eval_temperature']), carry
 
@@ -242,6 +242,7 @@ class CADAgent(flax.struct.PyTreeNode):
     @staticmethod
     def check_config(config):
         c = config
+        check_obs_encoding(c)
         if c['tf_n_embd'] % c['tf_n_head']:
             raise ValueError(f"--agent.tf_n_embd={c['tf_n_embd']} is not divisible by --agent.tf_n_head="
                              f"{c['tf_n_head']}.")
@@ -269,7 +270,7 @@ class CADAgent(flax.struct.PyTreeNode):
         network = CompressedHistoryModel(int(c['action_dim']), c['tf_n_embd'], c['tf_n_head'], c['tf_n_layer'],
                                          c['encoder_n_layer'], c['n_latent'], c['max_compress_length'],
                                          c['max_uncompressed_length'], c['tf_dropout'], c['tf_attn_dropout'])
-        F = feature_size(c['num_observations'], c['action_dim'])
+        F = feature_size(c['num_observations'], c['action_dim'], c['obs_encoding'])
         max_c, max_u, n = c['max_compress_length'], c['max_uncompressed_length'], c['n_latent']
 
         def init(model):
@@ -307,6 +308,8 @@ def get_config():
             max_grad_norm=1.0,  # Global-norm gradient clipping.
             eval_temperature=0.3,  # In-context evaluation samples actions at this temperature (0: greedy); 0.3 chosen
             # on training goals (benchmarks/RESULTS.md): at 1.0 sampling errors compound over 2,000 steps, greedy gets stuck.
+            obs_encoding='index',  # Observation features: 'index' (one-hot cell) or 'grid' (one-hot x, one-hot y of a
+            # square grid; impls/utils/history_tokens.py).
             num_observations=ml_collections.config_dict.placeholder(int),  # From the dataset.
             action_dim=ml_collections.config_dict.placeholder(int),  # From the dataset.
             horizon=ml_collections.config_dict.placeholder(int),  # Episode length, from the dataset.
