@@ -234,6 +234,19 @@ def test_the_action_is_read_at_the_token_of_s_t():
     np.testing.assert_array_equal(actions, np.argmax(full, -1))
 
 
+def test_gated_goal_tokens_carry_the_goal_magnitude():
+    """The gate sees how far along each goal dimension the goal lies, not only its sign: with the per-dimension
+    goal embeddings e_j zeroed, goals g and 3g still give different actions' logits (a LayerNorm on the goal
+    tokens made them equal)."""
+    agent = make_transformer(fusion='gate')
+    params = dict(agent.params, goal_pos=jnp.zeros_like(agent.params['goal_pos']))
+    obs = np.random.default_rng(0).normal(size=(3, 4, 3)).astype(np.float32)
+    goals = np.array([[0.3, 0.7]] * 3, np.float32)
+    valid = np.ones((3, 4), bool)
+    near, far = (agent.forward(params, obs, valid, g)['logits'] for g in (goals, 3 * goals))
+    assert np.abs(np.asarray(near - far)).max() > 1e-3
+
+
 def test_vicreg_by_hand():
     z1 = jnp.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
     z2 = z1 + 0.5
@@ -252,8 +265,9 @@ def test_transformer_loss_decreases_on_a_fixed_batch(fusion, teacher):
     rng = np.random.default_rng(1)
     goals = rng.normal(size=(64, 2)).astype(np.float32)
     obs = rng.normal(size=(64, 4, 3)).astype(np.float32)
+    # the action depends on how far the goal lies along one dimension, not only on its side of zero
     batch = dict(observations=obs, valid=np.ones((64, 4), bool), goals=goals,
-                 actions=(goals[:, 0] > 0).astype(np.int32) + 2 * (obs[:, -1, 0] > 0))
+                 actions=(np.abs(goals[:, 0]) > 0.7).astype(np.int32) + 2 * (obs[:, -1, 0] > 0))
     first, initial = None, agent.params
     for _ in range(150):
         agent, info = agent.update(batch)

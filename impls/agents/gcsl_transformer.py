@@ -6,8 +6,9 @@ masked), and the goal g = phi(s_t'). Per sample a random number of the oldest st
 is drawn per sample, like the goal index).
 
     fusion='gate' (default): state tokens x_k = W s_k + pos_k; goal tokens, one per goal dimension,
-        u_j = g_j w + e_j; c_k = CrossAttention(x_k -> u); merged m_k = x_k + sigmoid(W_z [x_k, c_k]) * c_k
-        (the goal merged into every state token before the causal layers)
+        u_j = g_j w + e_j; c_k = CrossAttention(LayerNorm(x_k) -> u); merged m_k = x_k + sigmoid(W_z [x_k, c_k]) * c_k
+        (the goal merged into every state token before the causal layers; u is not normalised, which would keep
+        little more than the sign of each g_j)
     fusion='late': the causal layers see the states only; the goal joins at the head through its own MLP
         (separate processing of state and goal: the variant that collapses)
     h = causal transformer(m); the action is decoded from one token, the one of s_t (the window's last position):
@@ -62,8 +63,9 @@ class GoalTransformer(nn.Module):
         if self.fusion == 'gate':
             tokens = Dense(self.dim, name='goal_in')(goals[..., None])  # one token per goal dimension
             tokens = tokens + self.param('goal_pos', nn.initializers.normal(0.02), (goals.shape[-1], self.dim))
+            # The goal tokens are not normalised: LayerNorm of g_j w + e_j keeps little more than the sign of g_j.
             c = nn.MultiHeadDotProductAttention(num_heads=self.heads, qkv_features=self.dim, name='goal_attn')(
-                nn.LayerNorm()(x), nn.LayerNorm()(tokens))
+                nn.LayerNorm()(x), tokens)
             gate = nn.sigmoid(Dense(self.dim, name='gate')(jnp.concatenate([x, c], -1)))
             x = x + gate * c
         mask = causal_mask(valid)
