@@ -1,9 +1,12 @@
 """Dreamer on CartPole-v1 (issue 14): for each seed, the environment steps and wall-clock until the 10-episode
 greedy evaluation first reaches 450, and whether every evaluation over the next `--hold` steps stays >= 450 (no
-peak-then-collapse). Runs train.py as a user would, one seed at a time (nothing else should run on the machine).
+peak-then-collapse); also the mean of the evaluations after that first one, and the first evaluation from which
+every evaluation over the next `--hold` steps is >= 450 (`steady_step`, when the run is long enough to tell). Runs
+train.py as a user would, one seed at a time (nothing else should run on the machine).
 
     python benchmarks/dreamer_cartpole.py --seeds 0 1 2 --backend gymnasium jax
     python benchmarks/dreamer_cartpole.py --preset dreamer_cartpole_pixels --seeds 0 --train_steps 20000
+    python benchmarks/dreamer_cartpole.py --summarise RUN_DIR [RUN_DIR ...]   # finished runs, no training
 
 Wall-clock is the run's own `time/elapsed_s` at that evaluation (from the run's start: compilation, acting, updates
 and the evaluations so far included; Python start-up and imports, ~5 s, not).
@@ -33,7 +36,12 @@ def summarise(run_dir: str, threshold: float, hold: int) -> dict:
     step, _, seconds = reached[0]
     window = [r for s, r, _ in rows if step < s <= step + hold]
     held = None if not window or rows[-1][0] < step + hold else all(r >= threshold for r in window)
-    return dict(out, solved_step=step, solved_seconds=seconds, held=held, min_after=min(window) if window else None)
+    after = [r for s, r, _ in rows if s > step]
+    # steady: the first evaluation from which every evaluation over the next `hold` steps is >= threshold
+    steady = next(((s, t) for s, _, t in rows if s + hold <= rows[-1][0]
+                   and all(r >= threshold for s2, r, _ in rows if s <= s2 <= s + hold)), (None, None))
+    return dict(out, solved_step=step, solved_seconds=seconds, held=held, min_after=min(window) if window else None,
+                mean_after=sum(after) / len(after) if after else None, steady_step=steady[0], steady_seconds=steady[1])
 
 
 def main():
@@ -46,8 +54,15 @@ def main():
     p.add_argument('--hold', type=int, default=10_000)
     p.add_argument('--out', default='/tmp/dreamer_cartpole')
     p.add_argument('--json', default=None, help='Write the results here (benchmarks/results/...).')
+    p.add_argument('--summarise', nargs='+', default=None, metavar='RUN_DIR',
+                   help='Summarise finished runs (their eval.csv) instead of training.')
     p.add_argument('extra', nargs='*', help='More train.py flags, after --')
     args = p.parse_args()
+    if args.summarise:
+        for run_dir in args.summarise:
+            res = summarise(run_dir, args.threshold, args.hold)
+            print(json.dumps(dict(run=run_dir, **{k: v for k, v in res.items() if k != 'evals'})))
+        return
     results = []
     for backend in args.backend:
         for seed in args.seeds:
