@@ -247,6 +247,23 @@ def test_gated_goal_tokens_carry_the_goal_magnitude():
     assert np.abs(np.asarray(near - far)).max() > 1e-3
 
 
+def test_gate_learns_actions_that_compare_goal_coordinates():
+    """Reaching a goal means comparing its coordinates (x_g against x_s, ...): on a fixed batch whose action is
+    (g0 > g1) + 2 (g2 > g3), one attention head learns it in 100 updates (a goal embedding direction shared by all
+    dimensions passed each head one weighted average of the coordinates: loss ~0.85 after 100)."""
+    config = gt.get_config()
+    config.update(dict(action_dim=4, dim=16, heads=1, layers=1, context=4, warmup_steps=0, lr=1e-3))
+    agent = gt.GCSLTransformerAgent.create(0, dict(observations=np.zeros((1, 3), np.float32),
+                                                   goals=np.zeros((1, 4), np.float32)), config)
+    rng = np.random.default_rng(1)
+    goals = rng.normal(size=(128, 4)).astype(np.float32)
+    batch = dict(observations=rng.normal(size=(128, 4, 3)).astype(np.float32), valid=np.ones((128, 4), bool),
+                 goals=goals, actions=(goals[:, 0] > goals[:, 1]).astype(np.int32) + 2 * (goals[:, 2] > goals[:, 3]))
+    for _ in range(100):
+        agent, info = agent.update(batch)
+    assert float(info['actor/loss']) < 0.3
+
+
 def test_vicreg_by_hand():
     z1 = jnp.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
     z2 = z1 + 0.5

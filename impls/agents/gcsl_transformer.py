@@ -6,7 +6,7 @@ masked), and the goal g = phi(s_t'). Per sample a random number of the oldest st
 is drawn per sample, like the goal index).
 
     fusion='gate' (default): state tokens x_k = W s_k + pos_k; goal tokens, one per goal dimension,
-        u_j = g_j w + e_j; c_k = CrossAttention(LayerNorm(x_k) -> u); merged m_k = x_k + sigmoid(W_z [x_k, c_k]) * c_k
+        u_j = g_j w_j + e_j; c_k = CrossAttention(LayerNorm(x_k) -> u); merged m_k = x_k + sigmoid(W_z [x_k, c_k]) * c_k
         (the goal merged into every state token before the causal layers; u is not normalised, which would keep
         little more than the sign of each g_j)
     fusion='late': the causal layers see the states only; the goal joins at the head through its own MLP
@@ -61,8 +61,11 @@ class GoalTransformer(nn.Module):
         x = x + self.param('pos', nn.initializers.normal(0.02), (K, self.dim))
         goals = goals.astype(jnp.float32)
         if self.fusion == 'gate':
-            tokens = Dense(self.dim, name='goal_in')(goals[..., None])  # one token per goal dimension
-            tokens = tokens + self.param('goal_pos', nn.initializers.normal(0.02), (goals.shape[-1], self.dim))
+            # one token per goal dimension, each with its own direction: u_j = g_j w_j + e_j (a direction shared by
+            # all dimensions would pass the goal to each head as one weighted average of its coordinates)
+            G = goals.shape[-1]
+            w = self.param('goal_in', nn.initializers.normal(1.0), (G, self.dim))
+            tokens = goals[..., None] * w + self.param('goal_pos', nn.initializers.normal(0.02), (G, self.dim))
             # The goal tokens are not normalised: LayerNorm of g_j w + e_j keeps little more than the sign of g_j.
             c = nn.MultiHeadDotProductAttention(num_heads=self.heads, qkv_features=self.dim, name='goal_attn')(
                 nn.LayerNorm()(x), tokens)
