@@ -114,7 +114,8 @@ class ADAgent(flax.struct.PyTreeNode):
         head_dim = c['tf_n_embd'] // c['tf_n_head']
         zeros = jnp.zeros((batch_size, N, c['tf_n_head'], head_dim))
         return dict(cache=[(zeros, zeros) for _ in range(c['tf_n_layer'])],
-                    tokens=jnp.zeros((batch_size, N, feature_size(c['num_observations'], c['action_dim'], c['obs_encoding']))),
+                    tokens=jnp.zeros((batch_size, N, feature_size(c['num_observations'], c['action_dim'],
+                                                                  c['obs_encoding']))),
                     fill=jnp.zeros((), jnp.int32), prev_action=jnp.full((batch_size,), c['action_dim'], jnp.int32),
                     prev_reward=jnp.zeros((batch_size,)))
 
@@ -153,8 +154,9 @@ class ADAgent(flax.struct.PyTreeNode):
         c = self.config
         carry = dict(carry, prev_action=actions.astype(jnp.int32), prev_reward=rewards.astype(jnp.float32))
         if c['tokens'] == 'separate':
-            carry, _ = self._feed(carry, action_token(c['num_observations'], c['action_dim'], actions, c['obs_encoding']))
-            carry, _ = self._feed(carry, reward_token(c['num_observations'], c['action_dim'], rewards, c['obs_encoding']))
+            args = (c['num_observations'], c['action_dim'])
+            carry, _ = self._feed(carry, action_token(*args, actions, c['obs_encoding']))
+            carry, _ = self._feed(carry, reward_token(*args, rewards, c['obs_encoding']))
         return carry
 
     def window_logits(self, tokens, valid):

@@ -6,6 +6,7 @@ a 'none' slot for the step before a history's first), a reward, and a one-hot to
     'index': one-hot over the num_observations indices (O = num_observations); nothing shared between cells
     'grid':  the index of a square n x n grid, x * n + y, as one-hot x next to one-hot y (O = 2n): cells in a row or
              column share features, so what is learned about one cell carries over to its neighbours
+The token layout (`tokens`):
     'joint':    one token per transition t: (s_t, a_{t-1}, r_{t-1}, type 0); the action a_t is read at that token
     'separate': three tokens per transition: (s_t, type 0), (a_t, type 1), (r_t, type 2); a_t is read at s_t's
 """
