@@ -62,11 +62,11 @@ class GoalTransformer(nn.Module):
         goals = goals.astype(jnp.float32)
         if self.fusion == 'gate':
             # one token per goal dimension, each with its own direction: u_j = g_j w_j + e_j (a direction shared by
-            # all dimensions would pass the goal to each head as one weighted average of its coordinates)
+            # all dimensions would pass the goal to each head as one weighted average of its coordinates); they are
+            # not normalised (a LayerNorm of g_j w_j + e_j keeps little more than the sign of g_j)
             G = goals.shape[-1]
             w = self.param('goal_in', nn.initializers.normal(1.0), (G, self.dim))
             tokens = goals[..., None] * w + self.param('goal_pos', nn.initializers.normal(0.02), (G, self.dim))
-            # The goal tokens are not normalised: LayerNorm of g_j w + e_j keeps little more than the sign of g_j.
             c = nn.MultiHeadDotProductAttention(num_heads=self.heads, qkv_features=self.dim, name='goal_attn')(
                 nn.LayerNorm()(x), tokens)
             gate = nn.sigmoid(Dense(self.dim, name='gate')(jnp.concatenate([x, c], -1)))
