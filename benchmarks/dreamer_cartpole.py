@@ -55,16 +55,15 @@ def main():
     p.add_argument('--out', default='/tmp/dreamer_cartpole')
     p.add_argument('--json', default=None, help='Write the results here (benchmarks/results/...).')
     p.add_argument('--summarise', nargs='+', default=None, metavar='RUN_DIR',
-                   help='Summarise finished runs (their eval.csv) instead of training.')
+                   help='Summarise finished (or stopped) runs (their eval.csv) instead of training; --json writes them.')
     p.add_argument('extra', nargs='*', help='More train.py flags, after --')
     args = p.parse_args()
-    if args.summarise:
-        for run_dir in args.summarise:
-            res = summarise(run_dir, args.threshold, args.hold)
-            print(json.dumps(dict(run=run_dir, **{k: v for k, v in res.items() if k != 'evals'})))
-        return
     results = []
-    for backend in args.backend:
+    for run_dir in args.summarise or []:
+        res = dict(run=run_dir, **summarise(run_dir, args.threshold, args.hold))
+        results.append(res)
+        print(json.dumps({k: v for k, v in res.items() if k != 'evals'}))
+    for backend in args.backend if not args.summarise else []:
         for seed in args.seeds:
             run_dir = os.path.join(args.out, f'{args.preset}-{backend}-s{seed}')
             cmd = [sys.executable, os.path.join(ROOT, 'train.py'), '--preset', args.preset, '--seed', str(seed),
