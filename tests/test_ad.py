@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -302,3 +303,13 @@ def test_bad_input_messages(histories, tmp_path, capsys):
         main(['--algorithm', 'ad', '--dataset_path', histories, '--agent.seq_len=10', '--train_steps', '2',
               '--agent.tf_n_embd=8', '--agent.tf_n_head=2', '--agent.tf_n_layer=1', '--batch_size', '2',
               '--eval_episodes', '0', '--save_dir', str(tmp_path / 'r4'), '--no_progress'])
+    # compressed AD: a raw window of 10 whose compressed segments reach back past an episode (2 x 10 + 10) is fine
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        main(['--algorithm', 'cad', '--dataset_path', histories, '--agent.max_uncompressed_length=10',
+              '--agent.min_uncompressed_length=5', '--agent.min_compress_length=5', '--agent.max_compress_length=10',
+              '--agent.eval_compress_length=5', '--agent.max_compression_depth=2', '--train_steps', '2',
+              '--agent.tf_n_embd=8', '--agent.tf_n_head=2', '--agent.tf_n_layer=1', '--agent.encoder_n_layer=1',
+              '--agent.n_latent=2', '--batch_size', '2', '--eval_episodes', '0', '--save_dir', str(tmp_path / 'r5'),
+              '--no_progress'])
+    assert not [w for w in caught if 'less than one' in str(w.message)]

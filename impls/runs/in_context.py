@@ -56,15 +56,17 @@ def resolve_histories(args):
 
 
 def check_context(config, meta, length: int, history_length: int):
-    """A context that cannot hold one episode is warned about; one longer than the histories is refused."""
+    """A context that cannot hold one episode is warned about; one longer than the histories is refused. length: the
+    transitions of a training window, raw and (compressed AD) compressed alike: older episodes that reach the model
+    as latents count, so a raw window shorter than an episode is not warned about when compression covers more."""
     if length > history_length:
         raise TrainingError(f'the context needs windows of {length} transitions, but the histories hold '
                             f'{history_length}; shorten the context (--agent.seq_len / the compression lengths) or '
                             f'write longer histories (--generate_episodes).')
-    raw = int(config.get('max_uncompressed_length') or config.get('seq_len'))
-    if raw < meta['horizon']:
-        warnings.warn(f'the context holds {raw} transitions, less than one {meta["horizon"]}-step episode: no '
-                      f'in-context learning across episodes is possible. Raise it to several episodes.', stacklevel=2)
+    if length < meta['horizon']:
+        warnings.warn(f'the context holds {length} transitions, less than one {meta["horizon"]}-step episode: no '
+                      f'in-context learning across episodes is possible. Raise it to several episodes '
+                      f'(--agent.seq_len, or the compression depth and lengths).', stacklevel=2)
 
 
 def in_context_rollout(agent, goals, episodes: int, key):
