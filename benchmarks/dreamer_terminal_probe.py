@@ -1,6 +1,7 @@
 """What a trained Dreamer's world model and critic say along its own greedy CartPole episodes (issue 14): per band of
 |cart position|, the continue head's probability and the critic's value, the last steps of each episode, and the
-continue probability at the terminal observation itself (its training target there is 0).
+continue probability at the terminal observation itself (its training target there is 0), with the cart position
+the decoder reconstructs from that state (does the state hold what ends the episode?).
 
     python benchmarks/dreamer_terminal_probe.py RUN_DIR/checkpoints/STEP [--episodes 4]
 """
@@ -18,6 +19,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from impls.runs.restore import load_agent  # noqa: E402
+from impls.utils.returns import symexp  # noqa: E402
 
 
 @jax.jit
@@ -27,7 +29,8 @@ def filter_step(agent, carry, obs, key):
     feat = agent.features(carry['deter'], carry['stoch'])
     cont = jax.nn.sigmoid(agent._call(agent.params['wm'], 'cont', None, feat)[..., 0])
     _, value = agent.value(agent.params['critic'], feat)
-    return action, carry, cont, value
+    decoded = symexp(agent._call(agent.params['wm'], 'decoder', None, feat))
+    return action, carry, cont, value, decoded
 
 
 def main():
@@ -43,15 +46,19 @@ def main():
         carry, key, t, done, term = agent.initial_carry(1), jax.random.PRNGKey(ep), 0, False, False
         while not done:
             key, k = jax.random.split(key)
-            action, carry, cont, value = filter_step(agent, carry, jnp.asarray(obs[None], jnp.float32), k)
+            action, carry, cont, value, _ = filter_step(agent, carry, jnp.asarray(obs[None], jnp.float32), k)
             rows.append((ep, t, obs[0], obs[2], float(cont[0]), float(value[0])))
             obs, _, term, trunc, _ = env.step(int(action[0]))
             t, done = t + 1, term or trunc
         if term:  # feed the terminal observation too: the continue head should say ~0 there
-            _, _, cont, value = filter_step(agent, carry, jnp.asarray(obs[None], jnp.float32), key)
-            at_terminal.append((round(float(cont[0]), 3), round(float(value[0]), 1)))
+            _, _, cont, value, decoded = filter_step(agent, carry, jnp.asarray(obs[None], jnp.float32), key)
+            at_terminal.append(dict(x=round(float(obs[0]), 3), decoded_x=round(float(decoded[0, 0]), 3),
+                                    angle=round(float(obs[2]), 3), decoded_angle=round(float(decoded[0, 2]), 3),
+                                    cont=round(float(cont[0]), 3), value=round(float(value[0]), 1)))
         print(f'episode {ep}: {t} steps, final x {obs[0]:.2f}, angle {obs[2]:.3f}, terminated {term}')
-    print(f'step {step}; continue probability and value at each terminal observation: {at_terminal}')
+    print(f'step {step}; at each terminal observation (x, angle; decoded; continue probability; value):')
+    for row in at_terminal:
+        print('  ', row)
     rows = np.array(rows)
     for lo, hi in [(0, .5), (.5, 1), (1, 1.5), (1.5, 2), (2, 2.2), (2.2, 2.5)]:
         m = (np.abs(rows[:, 2]) >= lo) & (np.abs(rows[:, 2]) < hi)
