@@ -64,9 +64,10 @@ def check_context(config, meta, length: int, history_length: int):
                             f'{history_length}; shorten the context (--agent.seq_len / the compression lengths) or '
                             f'write longer histories (--generate_episodes).')
     if length < meta['horizon']:
-        warnings.warn(f'the context holds {length} transitions, less than one {meta["horizon"]}-step episode: no '
-                      f'in-context learning across episodes is possible. Raise it to several episodes '
-                      f'(--agent.seq_len, or the compression depth and lengths).', stacklevel=2)
+        warnings.warn(f'the context holds {length} transitions, less than one {meta["horizon"]}-step episode: the '
+                      f'model sees at most the tail of the previous episode, so it can learn in context only what '
+                      f'that tail shows. Raise it to several episodes (--agent.seq_len, or the compression depth and '
+                      f'lengths).', stacklevel=2)
 
 
 def in_context_rollout(agent, goals, episodes: int, key):
