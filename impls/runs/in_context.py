@@ -55,7 +55,7 @@ def resolve_histories(args):
     return path, train, heldout, meta
 
 
-def check_context(config, meta, length: int, history_length: int):
+def check_context(meta, length: int, history_length: int):
     """A context that cannot hold one episode is warned about; one longer than the histories is refused. length: the
     transitions of a training window, raw and (compressed AD) compressed alike: older episodes that reach the model
     as latents count, so a raw window shorter than an episode is not warned about when compression covers more."""
@@ -147,7 +147,7 @@ def run_in_context(args, spec):
         config.num_observations, config.action_dim = int(meta['num_observations']), int(meta['num_actions'])
         config.horizon = int(meta['horizon'])
     length = int(spec.agent_cls.replay(config)['length'])
-    check_context(config, meta, length, train['observations'].shape[1])
+    check_context(meta, length, train['observations'].shape[1])
     data, val = device_histories(train, config.action_dim), device_histories(heldout, config.action_dim)
     batch_size = int(config.batch_size)
     example = jax.device_get(sample_windows(data, jax.random.PRNGKey(0), 1, length))
