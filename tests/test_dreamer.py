@@ -108,6 +108,32 @@ def test_world_model_learns_a_fixed_batch():
     assert np.isfinite(float(info['actor/loss'])) and np.isfinite(float(info['critic/loss']))
 
 
+def test_terminal_continue_and_unexplained_variance_metrics():
+    """cont_at_terminal: the continue head's probability averaged over the terminated steps only (by hand);
+    rec_unexplained_worst: 1 - R^2 of the worst observation dimension, ~1 for an untrained decoder, falling as it
+    learns."""
+    store = _cartpole_like_store()
+    batch = store.sample_sequences(np.random.default_rng(0), 4, 8)
+    assert batch['terminated'].any()
+    batch = jax.tree.map(jnp.asarray, batch)
+    agent = _agent()
+    p = agent.params['wm']
+    states = agent.observe(p, batch, jax.random.PRNGKey(0))
+    _, info = agent.world_model_loss(p, batch, states)
+    prob = jax.nn.sigmoid(agent._call(p, 'cont', None, agent.features(states['deter'], states['stoch']))[..., 0])
+    expected = float(np.asarray(prob)[np.asarray(batch['terminated'])].mean())
+    assert abs(float(info['world_model/cont_at_terminal']) - expected) < 1e-6
+    assert abs(float(info['world_model/terminal_fraction']) - float(batch['terminated'].mean())) < 1e-6
+    untrained = float(info['world_model/rec_unexplained_worst'])
+    assert untrained > 0.5
+    no_end = dict(batch, terminated=jnp.zeros_like(batch['terminated']))
+    _, info = agent.world_model_loss(p, no_end, agent.observe(p, no_end, jax.random.PRNGKey(0)))
+    assert float(info['world_model/cont_at_terminal']) == 0.0
+    for _ in range(40):
+        agent, info = agent.update(batch)
+    assert float(info['world_model/rec_unexplained_worst']) < 0.5 * untrained
+
+
 def test_prior_gradient_is_zero_below_the_floor_only_in_clip_mode():
     store = _cartpole_like_store()
     batch = store.sample_sequences(np.random.default_rng(0), 4, 8)

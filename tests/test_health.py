@@ -231,6 +231,16 @@ def test_world_model_floor_lag_and_optimism():
     optimistic = [(s, row(imagined=40.0, real=10.0)) for s in steps(4)]
     monitor, fired, _, _ = run(optimistic, context)
     assert fired['world_model'] == 3000 and 'exploiting errors' in monitor.alarms[0].message
+    ends = {'training/world_model/cont_at_terminal': 0.95, 'training/world_model/terminal_fraction': 0.01}
+    monitor, fired, _, _ = run([(s, {**row(), **ends}) for s in steps(4)], context)
+    assert fired['world_model'] == 3000 and 'does not recognise the states that end' in monitor.alarms[0].message
+    no_ends = {**ends, 'training/world_model/terminal_fraction': 0.0}  # nothing ended: nothing to recognise
+    assert 'world_model' not in run([(s, {**row(), **no_ends}) for s in steps(4)], context)[1]
+    blur = {'training/world_model/rec_unexplained_worst': 0.3}
+    monitor, fired, _, _ = run([(s, {**row(), **blur}) for s in steps(4)], context)
+    assert fired['world_model'] == 3000 and 'blurs an observation dimension' in monitor.alarms[0].message
+    sharp = {'training/world_model/rec_unexplained_worst': 0.02}
+    assert 'world_model' not in run([(s, {**row(), **sharp}) for s in steps(4)], context)[1]
 
 
 def test_in_context_tells_not_learning_from_not_in_context_from_fading():

@@ -159,13 +159,16 @@ class DreamerAgent(flax.struct.PyTreeNode):
             target = lambda o: o.astype(jnp.float32) / 255.0 - 0.5  # noqa: E731
             rec_of = lambda pred, o: jnp.sum((pred - target(o)) ** 2, (-3, -2, -1))  # noqa: E731
         else:
-            rec_of = lambda pred, o: jnp.sum((pred - symlog(o.astype(jnp.float32))) ** 2, -1)  # noqa: E731
-        rec = rec_of(decode(feat), batch['next_observations']) + first * rec_of(decode(feat0), batch['observations'])
+            target = lambda o: symlog(o.astype(jnp.float32))  # noqa: E731
+            rec_of = lambda pred, o: jnp.sum((pred - target(o)) ** 2, -1)  # noqa: E731
+        decoded = decode(feat)
+        rec = rec_of(decoded, batch['next_observations']) + first * rec_of(decode(feat0), batch['observations'])
         bins = symexp_bins(c['bins'])
         rew = twohot_loss(self._call(p, 'reward', None, feat), batch['rewards'].astype(jnp.float32), bins)
         cont_target = (1.0 - batch['terminated'].astype(jnp.float32)) * (1.0 - 1.0 / c['horizon'])
         cont_logit = self._call(p, 'cont', None, feat)[..., 0]
         con = optax.sigmoid_binary_cross_entropy(cont_logit, cont_target)
+        terminal = batch['terminated'].astype(jnp.float32)
         kl = lambda q, pr: categorical_kl(q, pr).sum(-1)  # noqa: E731  summed over the S latents
         kl_dyn = kl(sg(states['post']), states['prior'])
         kl_rep = kl(states['post'], sg(states['prior']))
@@ -183,7 +186,20 @@ class DreamerAgent(flax.struct.PyTreeNode):
             'world_model/prior_entropy': Categorical(states['prior']).entropy().sum(-1).mean(),
             'world_model/post_entropy': Categorical(states['post']).entropy().sum(-1).mean(),
             'world_model/reward_pred_mean': twohot_mean(self._call(p, 'reward', None, sg(feat)), bins).mean(),
+            # The continue head where episodes really ended (target 0; a batch without terminal steps counts 0):
+            # near 1, imagined rollouts run through the failures that end episodes.
+            'world_model/cont_at_terminal': (terminal * jax.nn.sigmoid(sg(cont_logit))).sum()
+            / jnp.maximum(terminal.sum(), 1.0),
+            'world_model/terminal_fraction': terminal.mean(),
         }
+        if c['encoder'] != 'cnn':
+            # Per observation dimension, the share of its variance over the batch the decoder leaves unexplained
+            # (1 - R^2, in symlog space); the worst dimension. Squared error is a unit-variance Gaussian's likelihood,
+            # so detail far below 1 costs more KL than it saves in reconstruction: a dimension of small spread (a
+            # pole's angle) can be left blurred, and with it what ends an episode.
+            tgt = target(batch['next_observations'])
+            err = jnp.mean((sg(decoded) - tgt) ** 2, (0, 1))
+            info['world_model/rec_unexplained_worst'] = jnp.max(err / jnp.maximum(jnp.var(tgt, (0, 1)), 1e-8))
         # The world model on the newest data vs the rest: a model lagging what the actor now does fits fresh data worse.
         seq_loss = per_step.mean(1)
         fresh = (batch['age'] < c['fresh_steps']).astype(jnp.float32) if 'age' in batch else jnp.zeros(seq_loss.shape)

@@ -436,20 +436,28 @@ class WorldModelHealth(Detector):
     fitting the newest data worse than older data, loss_fresh / loss_old above `lag_ratio` for `lag_logs` logs: the
     model lags the policy now collecting data. (3) Imagined returns above the real lambda-returns of the same replayed
     states by more than `optimism` of their size for `optimism_logs` logs: the actor exploits model errors.
-    health/world_model = dynamics KL / free nats."""
+    (4) The continue head, at replayed steps that really ended an episode, above `terminal_cont` for `terminal_logs`
+    logs: the model does not recognise the states that end episodes, so imagination runs through them. (5) The decoder
+    leaving more than `unexplained` of some observation dimension's variance for `unexplained_logs` logs: the state
+    blurs that dimension. health/world_model = dynamics KL / free nats."""
 
     floor_logs: int = 5
     lag_ratio: float = 1.5
     lag_logs: int = 3
     optimism: float = 0.5
     optimism_logs: int = 3
+    terminal_cont: float = 0.5
+    terminal_logs: int = 3
+    unexplained: float = 0.1
+    unexplained_logs: int = 3
     name = 'world_model'
     keys = ('training/world_model/kl_dyn', 'training/world_model/loss_fresh', 'training/world_model/loss_old',
-            'training/imagination/start_return', 'training/imagination/replay_return', 'training/grad/prior_norm')
+            'training/imagination/start_return', 'training/imagination/replay_return', 'training/grad/prior_norm',
+            'training/world_model/cont_at_terminal', 'training/world_model/rec_unexplained_worst')
 
     def reset_state(self):
         super().reset_state()
-        self.counts = {'floor': 0, 'lag': 0, 'optimism': 0}
+        self.counts = {'floor': 0, 'lag': 0, 'optimism': 0, 'terminal': 0, 'unexplained': 0}
         self.reported = set()
 
     def _count(self, kind, condition, needed, text):
@@ -493,6 +501,23 @@ class WorldModelHealth(Detector):
                 f'{step}. '
                 'The actor is exploiting errors of the world model. Knobs: a higher --train_ratio, a shorter '
                 '--agent.imag_horizon, a larger world model.')))
+        cont = metrics.get('training/world_model/cont_at_terminal')
+        if cont is not None and metrics.get('training/world_model/terminal_fraction', 1.0) > 0:
+            messages.append(self._count('terminal', cont > self.terminal_cont, self.terminal_logs, (
+                f'the world model does not recognise the states that end episodes: at replayed terminal steps its '
+                f'continue head says {cont:.2f} (target 0) for {self.terminal_logs} logs at step {step}, so imagined '
+                'rollouts run through the failures and the actor cannot see them coming. Knobs: '
+                '--agent.rec_scale (vector observations: a larger weight makes the state resolve small differences), '
+                'a higher --train_ratio, a larger world model.')))
+        unexplained = metrics.get('training/world_model/rec_unexplained_worst')
+        if unexplained is not None:
+            messages.append(self._count('unexplained', unexplained > self.unexplained, self.unexplained_logs, (
+                f'the world model blurs an observation dimension: its decoder leaves {100 * unexplained:.0f}% of '
+                f'that dimension\'s variance unexplained for {self.unexplained_logs} logs at step {step}. Squared '
+                'error is a unit-variance likelihood, so detail much smaller than 1 (in symlog units) costs more KL '
+                'than it saves; what the state does not hold, the actor and critic cannot use. Knobs: '
+                '--agent.rec_scale (e.g. 100 for small-valued vector observations), a larger world model, a higher '
+                '--train_ratio.')))
         messages = [m for m in messages if m]
         return (kl / free if free else kl), ('\n'.join(messages) if messages else None)
 
