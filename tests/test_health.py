@@ -234,6 +234,11 @@ def test_world_model_floor_lag_and_optimism():
     ends = {'training/world_model/cont_at_terminal': 0.95, 'training/world_model/terminal_fraction': 0.01}
     monitor, fired, _, _ = run([(s, {**row(), **ends}) for s in steps(4)], context)
     assert fired['world_model'] == 3000 and 'does not recognise the states that end' in monitor.alarms[0].message
+    # 0.7 at episode ends: discounted, not ignored, under the head's probability; ignored in full under its mode.
+    soft = {**ends, 'training/world_model/cont_at_terminal': 0.7}
+    assert 'world_model' not in run([(s, {**row(), **soft}) for s in steps(4)], context)[1]
+    monitor, fired, _, _ = run([(s, {**row(), **soft}) for s in steps(4)], {**context, 'imag_cont': 'mode'})
+    assert fired['world_model'] == 3000 and 'imag_cont=prob' in monitor.alarms[0].message
     no_ends = {**ends, 'training/world_model/terminal_fraction': 0.0}  # nothing ended: nothing to recognise
     assert 'world_model' not in run([(s, {**row(), **no_ends}) for s in steps(4)], context)[1]
     blur = {'training/world_model/rec_unexplained_worst': 0.3}

@@ -436,8 +436,10 @@ class WorldModelHealth(Detector):
     fitting the newest data worse than older data, loss_fresh / loss_old above `lag_ratio` for `lag_logs` logs: the
     model lags the policy now collecting data. (3) Imagined returns above the real lambda-returns of the same replayed
     states by more than `optimism` of their size for `optimism_logs` logs: the actor exploits model errors.
-    (4) The continue head, at replayed steps that really ended an episode, above `terminal_cont` for `terminal_logs`
-    logs: the model does not recognise the states that end episodes, so imagination runs through them. (5) The decoder
+    (4) The continue head, at replayed steps that really ended an episode, above `terminal_cont` (0.5 when imagination
+    uses its mode: every such step then continues in full; `terminal_cont_prob` when it uses its probability) for
+    `terminal_logs` logs: the model does not recognise the states that end episodes, so imagination runs through
+    them. (5) The decoder
     leaving more than `unexplained` of some observation dimension's variance for `unexplained_logs` logs: the state
     blurs that dimension. health/world_model = dynamics KL / free nats."""
 
@@ -447,6 +449,7 @@ class WorldModelHealth(Detector):
     optimism: float = 0.5
     optimism_logs: int = 3
     terminal_cont: float = 0.5
+    terminal_cont_prob: float = 0.9
     terminal_logs: int = 3
     unexplained: float = 0.1
     unexplained_logs: int = 3
@@ -503,12 +506,15 @@ class WorldModelHealth(Detector):
                 '--agent.imag_horizon, a larger world model.')))
         cont = metrics.get('training/world_model/cont_at_terminal')
         if cont is not None and metrics.get('training/world_model/terminal_fraction', 1.0) > 0:
-            messages.append(self._count('terminal', cont > self.terminal_cont, self.terminal_logs, (
+            mode = context.get('imag_cont', 'prob') == 'mode'
+            limit = self.terminal_cont if mode else self.terminal_cont_prob
+            messages.append(self._count('terminal', cont > limit, self.terminal_logs, (
                 f'the world model does not recognise the states that end episodes: at replayed terminal steps its '
-                f'continue head says {cont:.2f} (target 0) for {self.terminal_logs} logs at step {step}, so imagined '
-                'rollouts run through the failures and the actor cannot see them coming. Knobs: '
-                '--agent.rec_scale (vector observations: a larger weight makes the state resolve small differences), '
-                'a higher --train_ratio, a larger world model.')))
+                f'continue head says {cont:.2f} on average (target 0) for {self.terminal_logs} logs at step {step}, '
+                'so imagined rollouts run through the failures and the actor cannot see them coming. Knobs: '
+                + ('--agent.imag_cont=prob (an uncertain head still discounts the steps near an end; with mode, '
+                   'anything above 0.5 continues in full), ' if mode else '')
+                + 'a higher --train_ratio, a larger world model, --agent.rec_scale (vector observations).')))
         unexplained = metrics.get('training/world_model/rec_unexplained_worst')
         if unexplained is not None:
             messages.append(self._count('unexplained', unexplained > self.unexplained, self.unexplained_logs, (

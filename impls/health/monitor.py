@@ -236,6 +236,8 @@ def health_context(agent_config) -> dict:
     if agent_config.get('free_nats') is not None:
         context['free_nats'] = float(agent_config['free_nats'])
         context['free_bits'] = agent_config.get('free_bits', 'clip')
+    if agent_config.get('imag_cont'):
+        context['imag_cont'] = agent_config['imag_cont']
     if discount:
         context['discount'] = discount
         context['value_bound'] = agent_config.get('reward_bound', 1.0) / (1.0 - discount)
