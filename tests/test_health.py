@@ -33,6 +33,10 @@ def test_value_divergence_growth_bound_and_collapse():
     assert 'lower tau' in printed[0]
     healthy = [(s, {'training/critic/q_max': 10 + 0.1 * i}) for i, s in enumerate(steps(40))]
     assert 'value_divergence' not in run(healthy, {'value_bound': 100.0})[1]
+    # A critic learning a long horizon: 13 -> 280 within the window, under the bound 333 (Dreamer on CartPole).
+    horizon = [(s, {'training/critic/v_max': v}) for s, v in zip(steps(10), np.geomspace(13, 280, 10))]
+    assert 'value_divergence' not in run(horizon, {'value_bound': 333.0})[1]
+    assert 'value_divergence' in run(horizon)[1]  # with no bound known, the same rise is suspect
 
 
 def test_objective_mismatch_needs_both_slopes_significant():
@@ -80,6 +84,9 @@ def test_gradient_swings_clipping_vanishing_and_nan():
     norms = [5.0, 6.0, 4.8, 80.0, 4.8]  # a spike to 16x the median
     stream = [(s, {'training/grad/norm': n}) for s, n in zip(steps(5), norms)]
     assert run(stream)[1]['gradient'] == 4000
+    # Large at the start and decaying (a loss scale's first updates) is not a spike.
+    decay = [(s, {'training/grad/norm': n}) for s, n in zip(steps(8), [2115, 46, 38, 29, 27, 23, 20, 20])]
+    assert 'gradient' not in run(decay)[1]
     clipped = [(1000, {'training/grad/norm': 5.0, 'training/grad/clipped_fraction': 0.87})]
     assert 'clipping active on 87%' in run(clipped)[0].alarms[0].message
     kl = [(s, {'training/grad/norm': 1.0, 'training/grad/kl_norm': 0.0}) for s in steps(6)]

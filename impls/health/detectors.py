@@ -68,7 +68,9 @@ class ValueDivergence(Detector):
     bound_margin: float = 1.5
     collapse: float = 10.0
     min_scale: float = 1.0  # growth below this scale is ignored (values start near 0)
-    growth_min_fraction: float = 0.5  # with a bound, growth counts only above this fraction of it
+    # With a bound, growth counts only above this fraction of it: a critic that learns a long horizon (Dreamer on
+    # CartPole: ~13 -> ~280 for a bound of 333) rises 10x or more on its way to a value near the bound.
+    growth_min_fraction: float = 0.9
     name = 'value_divergence'
 
     def reset_state(self):
@@ -298,10 +300,11 @@ class EpochShock(Detector):
 
 @dataclasses.dataclass
 class GradientTrouble(Detector):
-    """Gradient norm swings (max/median over `window` logs above `swing`), a clipped fraction above
+    """Gradient norm spikes (the newest norm above `swing` x the median of the `window` logs before it, at least 3:
+    a norm that starts high and decays, as at the start of training, is no spike), a clipped fraction above
     `max_clip_fraction`, a loss term whose gradient norm stays below `vanish` for `vanish_logs` logs
-    (any `training/grad/<term>_norm` metric), and NaN/inf in any metric. health/gradient = grad-norm
-    max/min over the window."""
+    (any `training/grad/<term>_norm` metric), and NaN/inf in any metric. health/gradient = the newest grad norm
+    over that median."""
 
     window: int = 10
     swing: float = 10.0
@@ -351,15 +354,18 @@ class GradientTrouble(Detector):
             )))
         value = None
         if 'training/grad/norm' in metrics:
-            self.norms.append(float(metrics['training/grad/norm']))
-            recent = self.norms[-self.window :]
-            value = max(recent) / max(float(np.median(recent)), 1e-12)
-            if len(recent) >= 3 and value > self.swing:
-                messages.append(self._once(f'swing:{len(self.norms) // self.window}', (
-                    f'gradient norm spikes to {value:.1f}x its median within {len(recent)} logs at step {step} '
-                    f'({float(np.median(recent)):.3g} -> {max(recent):.3g}). Likely causes: a few large TD errors (priorities, '
-                    'outliers), lr too high. Knobs: gradient clipping, Huber loss, lower lr, larger batch.'
-                )))
+            newest = float(metrics['training/grad/norm'])
+            before = self.norms[-self.window :]
+            self.norms.append(newest)
+            if before:
+                median = float(np.median(before))
+                value = newest / max(median, 1e-12)
+                if len(before) >= 3 and value > self.swing:
+                    messages.append(self._once(f'swing:{len(self.norms) // self.window}', (
+                        f'gradient norm spikes to {value:.1f}x its median over the {len(before)} logs before step '
+                        f'{step} ({median:.3g} -> {newest:.3g}). Likely causes: a few large TD errors (priorities, '
+                        'outliers), lr too high. Knobs: gradient clipping, Huber loss, lower lr, larger batch.'
+                    )))
         messages = [m for m in messages if m]
         return value, ('\n'.join(messages) if messages else None)
 
@@ -451,7 +457,7 @@ class WorldModelHealth(Detector):
     terminal_cont: float = 0.5
     terminal_cont_prob: float = 0.9
     terminal_logs: int = 3
-    unexplained: float = 0.1
+    unexplained: float = 0.15
     unexplained_logs: int = 3
     name = 'world_model'
     keys = ('training/world_model/kl_dyn', 'training/world_model/loss_fresh', 'training/world_model/loss_old',
