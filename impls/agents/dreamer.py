@@ -467,7 +467,9 @@ def get_config():
         # World-model loss.
         free_nats=1.0,  # KL floor, summed over latents, per step.
         free_bits='clip',  # 'clip': max(KL, free) (DreamerV3); 'straight_through': its value, the KL's gradient.
-        rec_scale=1.0, rew_scale=1.0, con_scale=1.0,  # Prediction loss scales.
+        rec_scale=1.0, rew_scale=1.0, con_scale=1.0,  # Prediction loss scales (DreamerV3: 1). Squared error is a
+        # unit-variance likelihood: vector observations whose dimensions spread much less than 1 may need rec_scale
+        # 10-100 for the state to resolve them (world_model/rec_unexplained_worst; the CartPole preset uses 100).
         dyn_scale=1.0,  # Dynamics KL scale (trains the prior).
         rep_scale=0.1,  # Representation KL scale (trains the posterior).
         fresh_steps=1000,  # Sequences ending within this many newest steps count as fresh (world_model/loss_fresh).
