@@ -165,10 +165,10 @@ class DreamerAgent(flax.struct.PyTreeNode):
         rec = rec_of(decoded, batch['next_observations']) + first * rec_of(decode(feat0), batch['observations'])
         bins = symexp_bins(c['bins'])
         rew = twohot_loss(self._call(p, 'reward', None, feat), batch['rewards'].astype(jnp.float32), bins)
-        cont_target = (1.0 - batch['terminated'].astype(jnp.float32)) * (1.0 - 1.0 / c['horizon'])
+        terminal = batch['terminated'].astype(jnp.float32)
+        cont_target = (1.0 - terminal) * (1.0 - 1.0 / c['horizon'])
         cont_logit = self._call(p, 'cont', None, feat)[..., 0]
         con = optax.sigmoid_binary_cross_entropy(cont_logit, cont_target)
-        terminal = batch['terminated'].astype(jnp.float32)
         kl = lambda q, pr: categorical_kl(q, pr).sum(-1)  # noqa: E731  summed over the S latents
         kl_dyn = kl(sg(states['post']), states['prior'])
         kl_rep = kl(states['post'], sg(states['prior']))

@@ -445,9 +445,8 @@ class WorldModelHealth(Detector):
     (4) The continue head, at replayed steps that really ended an episode, above `terminal_cont` (0.5 when imagination
     uses its mode: every such step then continues in full; `terminal_cont_prob` when it uses its probability) for
     `terminal_logs` logs: the model does not recognise the states that end episodes, so imagination runs through
-    them. (5) The decoder
-    leaving more than `unexplained` of some observation dimension's variance for `unexplained_logs` logs: the state
-    blurs that dimension. health/world_model = dynamics KL / free nats."""
+    them. (5) The decoder leaving more than `unexplained` of some observation dimension's variance for
+    `unexplained_logs` logs: the state blurs that dimension. health/world_model = dynamics KL / free nats."""
 
     floor_logs: int = 5
     lag_ratio: float = 1.5

@@ -228,7 +228,8 @@ def context_from_run(run_dir: str) -> dict:
 
 
 def health_context(agent_config) -> dict:
-    """What the detectors may know about an agent: discount, value bound (|r| <= 1), tau, const_std, free nats."""
+    """What the detectors may know about an agent: discount, value bound (|r| <= 1), tau, const_std, free nats and
+    Dreamer's imagined discount (imag_cont)."""
     context = {}
     discount = agent_config.get('discount')
     if not discount and agent_config.get('horizon'):  # Dreamer: the discount is 1 - 1 / horizon
