@@ -3,8 +3,11 @@ learns by backpropagating imagined returns through the world model (benchmarks/R
 
     python train.py --preset dreamer_pendulum --seed 0
 
-Sizes and optimiser as dreamer_cartpole. Pendulum's episodes are 200 steps; a swing-up and balance scores about
--150 to -200, a random policy about -1200.
+Sizes and optimiser as dreamer_cartpole, but DreamerV3's reconstruction weight (1) and a single learning rate:
+Pendulum's observation spreads ~0.5-2 per dimension, and at weight 1 the decoder leaves under 6% of any dimension's
+variance unexplained from 3k steps on (`world_model/rec_unexplained_worst`; CartPole's small-valued state needed
+`rec_scale=100`). Pendulum's episodes are 200 steps; a swing-up and balance scores about -150 to -200, a random
+policy about -1200.
 """
 
 PRESET = dict(
