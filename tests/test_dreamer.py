@@ -152,6 +152,24 @@ def test_imagined_continuation_is_the_probability_or_its_mode():
         dreamer.DreamerAgent.check_config({**_agent().config, 'imag_cont': 'soft'})
 
 
+def test_imagination_window_ends_at_the_last_failure_that_fits():
+    term = np.zeros((4, 10), bool)
+    term[0, 7] = True  # fits: window 4..7
+    term[1, [3, 8]] = True  # the last one: 5..8
+    term[2, 1] = True  # too early for a 4-step window: the default last 4 steps
+    key = jax.random.PRNGKey(0)
+    np.testing.assert_array_equal(dreamer.imagination_window(jnp.asarray(term), 4, 0.0, None), [6, 6, 6, 6])
+    np.testing.assert_array_equal(dreamer.imagination_window(jnp.asarray(term), 4, 1.0, key), [4, 5, 6, 6])
+    half = dreamer.imagination_window(jnp.asarray(np.tile(term[:1], (1000, 1))), 4, 0.5, key)
+    assert 0.45 < float((half == 4).mean()) < 0.55 and set(np.unique(half).tolist()) == {4, 6}
+    with pytest.raises(ValueError, match='imag_ends'):
+        dreamer.DreamerAgent.check_config({**_agent().config, 'imag_ends': 1.5})
+    batch = _cartpole_like_store().sample_sequences(np.random.default_rng(0), 4, 8)  # a failure every 20 steps
+    has_end = batch['terminated'][:, 3:].any(1).mean()
+    _, info = _agent(imag_ends=1.0, imag_last=4).update(batch)
+    assert np.isfinite(float(info['actor/loss'])) and float(info['imagination/end_windows']) <= has_end
+
+
 def test_acting_carries_the_state_and_resets_from_zeros():
     agent = _agent()
     carry = agent.initial_carry(3)

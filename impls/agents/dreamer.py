@@ -53,6 +53,23 @@ def imagined_continuation(prob, horizon: float, mode: str):
     return disc * (prob > 0.5 * disc).astype(prob.dtype)
 
 
+def imagination_window(terminated, length: int, prob: float, key):
+    """Where each sequence's `length` imagination starts begin, (B,) offsets into its T steps. By default the last
+    `length` steps (their posterior states have seen the most context). With prob > 0, a sequence that holds a
+    terminal step e >= length - 1 instead starts from the `length` steps ending at its last such e, with probability
+    prob: from those states imagination reaches the failure within its horizon, which the default window -- a random
+    place in an episode hundreds of steps long -- rarely does. Only the actor-critic's starts move; the world model
+    still learns from every replayed step."""
+    B, T = terminated.shape
+    start = jnp.full((B,), T - length)
+    if prob <= 0:
+        return start
+    idx = jnp.arange(T)
+    end = jnp.max(jnp.where(terminated & (idx >= length - 1), idx, -1), axis=1)
+    use = (end >= 0) & (jax.random.uniform(key, (B,)) < prob)
+    return jnp.where(use, end - length + 1, start)
+
+
 def free_bits(kl, free: float, mode: str):
     """max(kl, free). 'clip': DreamerV3's, zero gradient below the floor. 'straight_through': the same value with the
     KL's own gradient everywhere."""
@@ -244,9 +261,16 @@ class DreamerAgent(flax.struct.PyTreeNode):
         c = self.config
         wm = sg(params['wm'])
         B = states['deter'].shape[0]
-        T = min(c['imag_last'] or states['deter'].shape[1], states['deter'].shape[1])  # start from the last T steps
-        states = {k: states[k][:, -T:] for k in ('deter', 'stoch')}
-        batch = {k: batch[k][:, -T:] for k in ('is_first', 'terminated', 'rewards')}
+        T = min(c['imag_last'] or states['deter'].shape[1], states['deter'].shape[1])  # T consecutive starts
+        if c['imag_ends'] > 0:
+            key, k_win = jax.random.split(key)
+        else:
+            k_win = None
+        offset = imagination_window(batch['terminated'].astype(bool), T, c['imag_ends'], k_win)
+        end_windows = (offset != states['deter'].shape[1] - T).mean()
+        window = jax.vmap(lambda x, o: jax.lax.dynamic_slice_in_dim(x, o, T, 0))
+        states = {k: window(states[k], offset) for k in ('deter', 'stoch')}
+        batch = {k: window(batch[k], offset) for k in ('is_first', 'terminated', 'rewards')}
         start_deter = sg(states['deter']).reshape(B * T, -1)
         start_stoch = sg(states['stoch']).reshape(B * T, c['stoch'], c['classes'])
         reinforce = c['discrete']
@@ -305,6 +329,7 @@ class DreamerAgent(flax.struct.PyTreeNode):
             # The same start states: return the model imagines vs the lambda-return of the real rewards.
             'imagination/start_return': (mask * boot[:, :-1]).sum() / jnp.maximum(mask.sum(), 1.0),
             'imagination/replay_return': (mask * rep_returns).sum() / jnp.maximum(mask.sum(), 1.0),
+            'imagination/end_windows': end_windows,  # sequences whose starts end at a replayed failure (imag_ends)
         }
         return loss, (info, retnorm)
 
@@ -384,6 +409,9 @@ class DreamerAgent(flax.struct.PyTreeNode):
         if config['imag_cont'] not in ('prob', 'mode'):
             raise ValueError(f'--agent.imag_cont={config["imag_cont"]!r}: expected prob (the continue head\'s '
                              f'probability) or mode (continue unless termination is more likely than not).')
+        if not 0.0 <= config['imag_ends'] <= 1.0:
+            raise ValueError(f'--agent.imag_ends={config["imag_ends"]}: expected a probability in [0, 1] (0: always '
+                             f'imagine from the last imag_last steps of each sequence).')
         if config['deter'] % config['blocks']:
             raise ValueError(f'--agent.deter={config["deter"]} is not divisible by --agent.blocks={config["blocks"]}.')
 
@@ -476,6 +504,7 @@ def get_config():
         # Actor-critic.
         imag_horizon=15,  # Imagined steps.
         imag_last=0,  # Imagine from the posterior states of the last K steps of each sequence (0: all of them).
+        imag_ends=0.0,  # Probability that a sequence holding a failure imagines from the K steps ending at it instead.
         horizon=333,  # Discount 1 - 1/horizon (in the continue head's target).
         imag_cont='prob',  # Imagined continuation: 'prob' (the head's probability, current DreamerV3) or 'mode'
         # (1 unless termination is predicted more likely than not, times the discount; DreamerV3's 2023 code).
