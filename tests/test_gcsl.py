@@ -234,6 +234,22 @@ def test_the_action_is_read_at_the_token_of_s_t():
     np.testing.assert_array_equal(actions, np.argmax(full, -1))
 
 
+def test_state_goal_head_reads_the_raw_goal():
+    """head_input='state_goal' decodes the token of s_t against (s_t, g) too: the head's first layer takes
+    dim + obs_dim + goal_dim inputs, and with the goal path's cross-attention zeroed the goal still moves the logits."""
+    agent = make_transformer(head_input='state_goal')
+    kernel = agent.params['action_head']['Dense_0']['kernel']
+    assert kernel.shape[0] == 16 + 3 + 2
+    params = jax.tree_util.tree_map_with_path(
+        lambda p, x: jnp.zeros_like(x) if 'goal_attn' in jax.tree_util.keystr(p) else x, agent.params)
+    obs = np.random.default_rng(0).normal(size=(3, 4, 3)).astype(np.float32)
+    a, b = (agent.forward(params, obs, np.ones((3, 4), bool), np.full((3, 2), v, np.float32))['logits']
+            for v in (0.0, 1.0))
+    assert np.abs(np.asarray(a - b)).max() > 1e-3
+    with pytest.raises(ValueError, match='head_input'):
+        gt.GCSLTransformerAgent.check_config({**gt.get_config(), 'head_input': 'goal'})
+
+
 def test_gated_goal_tokens_carry_the_goal_magnitude():
     """The gate sees how far along each goal dimension the goal lies, not only its sign: with the per-dimension
     goal embeddings e_j zeroed, goals g and 3g still give different actions' logits (a LayerNorm on the goal
@@ -276,9 +292,10 @@ def test_vicreg_by_hand():
     np.testing.assert_allclose(loss, 25 * 0.25 + 25 * parts['vicreg/variance'] + parts['vicreg/covariance'], rtol=1e-6)
 
 
-@pytest.mark.parametrize('fusion, teacher', [('gate', False), ('late', True)])
-def test_transformer_loss_decreases_on_a_fixed_batch(fusion, teacher):
-    agent = make_transformer(fusion=fusion, ema_teacher=teacher)
+@pytest.mark.parametrize('fusion, teacher, head_input', [('gate', False, 'token'), ('late', True, 'token'),
+                                                         ('gate', False, 'state_goal')])
+def test_transformer_loss_decreases_on_a_fixed_batch(fusion, teacher, head_input):
+    agent = make_transformer(fusion=fusion, ema_teacher=teacher, head_input=head_input)
     rng = np.random.default_rng(1)
     goals = rng.normal(size=(64, 2)).astype(np.float32)
     obs = rng.normal(size=(64, 4, 3)).astype(np.float32)

@@ -13,6 +13,7 @@ is drawn per sample, like the goal index).
         (separate processing of state and goal: the variant that collapses)
     h = causal transformer(m); the action is decoded from one token, the one of s_t (the window's last position):
         logits = head(h_t)                                     ('late': head([h_t, MLP(g)]))
+        (head_input='state_goal': head([h_t, s_t, g]), the token decoded against the raw state and goal too)
     loss = CE(logits, a_t)
          + vicreg_scale * VICReg(z1, z2) on two views of the merged representation of s_t (two context starts),
            z = expander(h_t): lambda * invariance + mu * variance + nu * covariance (lambda = mu = 25, nu = 1)
@@ -49,6 +50,7 @@ class GoalTransformer(nn.Module):
     heads: int = 4
     layers: int = 2
     fusion: str = 'gate'
+    head_input: str = 'token'
     expander: int = 128  # VICReg expander width
     prototypes: int = 64  # DINO head outputs
 
@@ -75,7 +77,12 @@ class GoalTransformer(nn.Module):
         for i in range(self.layers):
             x = Block(self.dim, self.heads, name=f'block{i}')(x, mask)
         h = nn.LayerNorm()(x[:, -1])  # the token of s_t
-        head_in = h if self.fusion == 'gate' else jnp.concatenate([h, MLP((self.dim, self.dim))(goals)], -1)
+        if self.fusion == 'late':
+            head_in = jnp.concatenate([h, MLP((self.dim, self.dim))(goals)], -1)
+        elif self.head_input == 'state_goal':  # the token of s_t decoded against (s_t, g) themselves as well
+            head_in = jnp.concatenate([h, observations[:, -1].astype(jnp.float32), goals], -1)
+        else:
+            head_in = h
         logits = MLP((self.dim, self.num_actions), activation=nn.relu, name='action_head')(head_in)
         z = MLP((self.expander, self.expander), name='expander')(h)
         proto = MLP((self.dim, self.prototypes), name='dino_head')(h)
@@ -201,6 +208,9 @@ class GCSLTransformerAgent(flax.struct.PyTreeNode):
         if config['fusion'] not in ('gate', 'late'):
             raise ValueError(f"--agent.fusion={config['fusion']!r}: expected gate (goal merged into the state tokens) "
                              "or late (separate processing, goal joined at the head).")
+        if config['head_input'] not in ('token', 'state_goal'):
+            raise ValueError(f"--agent.head_input={config['head_input']!r}: expected token (the action read from the "
+                             "token of s_t) or state_goal (that token with s_t and g themselves).")
         check_collection_config(config)
         if config['context'] < 1:
             raise ValueError('--agent.context must be >= 1 (states in the window, s_t included).')
@@ -213,7 +223,8 @@ class GCSLTransformerAgent(flax.struct.PyTreeNode):
         c = config
         rng, init_rng = jax.random.split(jax.random.PRNGKey(seed))
         obs_dim = int(example_batch['observations'].shape[-1])
-        network = GoalTransformer(int(c['action_dim']), c['dim'], c['heads'], c['layers'], c['fusion'])
+        network = GoalTransformer(int(c['action_dim']), c['dim'], c['heads'], c['layers'], c['fusion'],
+                                  c['head_input'])
         window = jnp.zeros((1, c['context'], obs_dim), jnp.float32)
         params = network.init(init_rng, window, jnp.ones((1, c['context']), bool),
                               jnp.asarray(example_batch['goals'][:1], jnp.float32))['params']
@@ -236,6 +247,7 @@ def get_config():
             heads=4,  # Attention heads.
             layers=2,  # Causal transformer blocks.
             fusion='gate',  # 'gate' (cross-attention to goal tokens + sigmoid gate) or 'late' (separate processing).
+            head_input='token',  # The action head reads 'token' (h_t) or 'state_goal' ([h_t, s_t, g]); gate only.
             vicreg_scale=0.01,  # Weight of the VICReg term against the cross-entropy.
             vicreg_lambda=25.0,  # VICReg invariance (lambda = mu in 10-25).
             vicreg_mu=25.0,  # VICReg variance.
