@@ -248,6 +248,8 @@ def test_state_goal_head_reads_the_raw_goal():
     assert np.abs(np.asarray(a - b)).max() > 1e-3
     with pytest.raises(ValueError, match='head_input'):
         gt.GCSLTransformerAgent.check_config({**gt.get_config(), 'head_input': 'goal'})
+    with pytest.raises(ValueError, match='fusion=gate'):
+        gt.GCSLTransformerAgent.check_config({**gt.get_config(), 'head_input': 'state_goal', 'fusion': 'late'})
 
 
 def test_gated_goal_tokens_carry_the_goal_magnitude():

@@ -211,6 +211,9 @@ class GCSLTransformerAgent(flax.struct.PyTreeNode):
         if config['head_input'] not in ('token', 'state_goal'):
             raise ValueError(f"--agent.head_input={config['head_input']!r}: expected token (the action read from the "
                              "token of s_t) or state_goal (that token with s_t and g themselves).")
+        if config['head_input'] != 'token' and config['fusion'] == 'late':
+            raise ValueError("--agent.head_input=state_goal needs --agent.fusion=gate: with late fusion the head "
+                             "already reads the goal through its own MLP.")
         check_collection_config(config)
         if config['context'] < 1:
             raise ValueError('--agent.context must be >= 1 (states in the window, s_t included).')
