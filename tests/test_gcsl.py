@@ -252,6 +252,18 @@ def test_state_goal_head_reads_the_raw_goal():
         gt.GCSLTransformerAgent.check_config({**gt.get_config(), 'head_input': 'state_goal', 'fusion': 'late'})
 
 
+def test_head_hidden_dims_size_the_action_head():
+    """--agent.head_hidden_dims sets the action head's hidden layers (GCSL's MLP is 400, 300); unset, one layer of
+    width dim, and the command-line text parses to a tuple."""
+    from impls.utils.config import apply_overrides
+    default = make_transformer(head_input='state_goal').params['action_head']
+    assert [default[k]['kernel'].shape for k in sorted(default)] == [(21, 16), (16, 5)]
+    config = apply_overrides(gt.get_config(), {'head_hidden_dims': '40,30'})
+    assert config['head_hidden_dims'] == (40, 30)
+    wide = make_transformer(head_input='state_goal', head_hidden_dims=(40, 30)).params['action_head']
+    assert [wide[k]['kernel'].shape for k in sorted(wide)] == [(21, 40), (40, 30), (30, 5)]
+
+
 def test_gated_goal_tokens_carry_the_goal_magnitude():
     """The gate sees how far along each goal dimension the goal lies, not only its sign: with the per-dimension
     goal embeddings e_j zeroed, goals g and 3g still give different actions' logits (a LayerNorm on the goal

@@ -13,6 +13,7 @@ is drawn per sample, like the goal index).
         (separate processing of state and goal: the variant that collapses)
     h = causal transformer(m); the action is decoded from one token, the one of s_t (the window's last position):
         logits = head(h_t)                                     ('late': head([h_t, MLP(g)]))
+        (head = an MLP with hidden layers head_hidden_dims, by default one of width dim)
         (head_input='state_goal': head([h_t, s_t, g]), the token decoded against the raw state and goal too)
     loss = CE(logits, a_t)
          + vicreg_scale * VICReg(z1, z2) on two views of the merged representation of s_t (two context starts),
@@ -51,6 +52,7 @@ class GoalTransformer(nn.Module):
     layers: int = 2
     fusion: str = 'gate'
     head_input: str = 'token'
+    head_hidden_dims: tuple = ()  # the action head's hidden layers; () = one of width dim
     expander: int = 128  # VICReg expander width
     prototypes: int = 64  # DINO head outputs
 
@@ -83,7 +85,8 @@ class GoalTransformer(nn.Module):
             head_in = jnp.concatenate([h, observations[:, -1].astype(jnp.float32), goals], -1)
         else:
             head_in = h
-        logits = MLP((self.dim, self.num_actions), activation=nn.relu, name='action_head')(head_in)
+        hidden = tuple(self.head_hidden_dims) or (self.dim,)
+        logits = MLP((*hidden, self.num_actions), activation=nn.relu, name='action_head')(head_in)
         z = MLP((self.expander, self.expander), name='expander')(h)
         proto = MLP((self.dim, self.prototypes), name='dino_head')(h)
         return dict(logits=logits, rep=h, z=z, proto=proto)
@@ -227,7 +230,7 @@ class GCSLTransformerAgent(flax.struct.PyTreeNode):
         rng, init_rng = jax.random.split(jax.random.PRNGKey(seed))
         obs_dim = int(example_batch['observations'].shape[-1])
         network = GoalTransformer(int(c['action_dim']), c['dim'], c['heads'], c['layers'], c['fusion'],
-                                  c['head_input'])
+                                  c['head_input'], tuple(c['head_hidden_dims'] or ()))
         window = jnp.zeros((1, c['context'], obs_dim), jnp.float32)
         params = network.init(init_rng, window, jnp.ones((1, c['context']), bool),
                               jnp.asarray(example_batch['goals'][:1], jnp.float32))['params']
@@ -251,6 +254,8 @@ def get_config():
             layers=2,  # Causal transformer blocks.
             fusion='gate',  # 'gate' (cross-attention to goal tokens + sigmoid gate) or 'late' (separate processing).
             head_input='token',  # The action head reads 'token' (h_t) or 'state_goal' ([h_t, s_t, g]); gate only.
+            # The action head's hidden layers (ReLU), e.g. 400,300 as GCSL's MLP; unset: one layer of width dim.
+            head_hidden_dims=ml_collections.config_dict.placeholder(tuple),
             vicreg_scale=0.01,  # Weight of the VICReg term against the cross-entropy.
             vicreg_lambda=25.0,  # VICReg invariance (lambda = mu in 10-25).
             vicreg_mu=25.0,  # VICReg variance.
