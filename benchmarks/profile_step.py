@@ -13,7 +13,7 @@ the runtime's threads. Each op is classed from the compiled HLO (its opcode, fus
   other        the rest (random bits, while-loop control, custom calls)
 and reported as thread-milliseconds per update (summed over the runtime's threads, so with two busy threads the
 total is up to twice the wall time) and as a share, with the heaviest ops by name, shape and the jax op name XLA
-recorded for them (the module path of the layer). Thread-time, not wall time, is what a change to one op saves; the utilisation in
+recorded for them (the module path of the layer), and how many cores the dispatch keeps busy. Thread-time, not wall time, is what a change to one op saves; the utilisation in
 benchmarks/roofline.py is the wall-time figure.
 """
 
@@ -126,6 +126,12 @@ def main():
 
     for _ in range(args.warmup):
         dispatch()
+    # How many cores the dispatch keeps busy, untraced: process CPU time over wall time. (The trace cannot tell: a
+    # library fusion such as YNNPACK's spreads one op over the thread pool without an event per thread.)
+    w, c = time.perf_counter(), time.process_time()
+    for _ in range(args.traced):
+        dispatch()
+    cores_busy = (time.process_time() - c) / (time.perf_counter() - w)
     with tempfile.TemporaryDirectory() as trace_dir:
         jax.profiler.start_trace(trace_dir, create_perfetto_trace=True)
         t = time.perf_counter()
@@ -150,12 +156,13 @@ def main():
                         op_name=ins.get('op_name', '')[-120:]))
     row = dict(cpu_description(), jax=jax.__version__, agent=args.agent, precision=args.precision,
                batch_size=args.batch_size, fused=args.fused, wall_ms_per_update=1e3 * wall,
-               thread_ms_per_update=total, by_class={k: dict(ms=v, share=v / total) for k, v in
+               thread_ms_per_update=total, cores_busy=cores_busy, by_class={k: dict(ms=v, share=v / total) for k, v in
                                                      sorted(by_class.items(), key=lambda kv: -kv[1])}, top=top)
     print(f'{args.agent} {args.precision}: wall {1e3 * wall:.1f} ms per update (traced), thread time {total:.1f} ms '
           f'per update ({row["cpu"]}, {row["cores"]} cores)')
     for k, v in row['by_class'].items():
         print(f'  {k:12s} {v["ms"]:8.1f} ms  {100 * v["share"]:5.1f}%')
+    print(f'  cores busy (process CPU time / wall time, untraced): {cores_busy:.2f} of {row["cores"]}')
     print(f'  heaviest {args.top} ops:')
     for t in top:
         print(f'  {t["ms"]:7.2f} ms {100 * t["share"]:5.1f}%  {t["kind"]:11s} {t["op"]:38s} {t["shape"][:40]:40s} '
