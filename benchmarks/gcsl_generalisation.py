@@ -16,7 +16,6 @@ while its training loss falls is memorising the episodes, not the goal-reaching 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
@@ -58,7 +57,7 @@ def main():
     from impls.agents import get_agent
     from impls.envs.goal_envs import discretize, gym_goal_spec
     from impls.runs.goal_online import _gym_episodes, _gym_evaluate, buffer_add, buffer_init, make_train, relabel
-    from impls.utils.config import apply_overrides
+    from impls.utils.config import apply_overrides, load_preset
 
     env = gymnasium.make(args.env_name)
     env_spec = gym_goal_spec(env)
@@ -84,7 +83,7 @@ def main():
 
     rows = []
     for name, preset, overrides in variants:
-        preset_dict = importlib.import_module(f'configs.{preset}').PRESET
+        preset_dict = load_preset(preset, os.path.join(ROOT, 'configs'))
         spec = get_agent(preset_dict['algorithm'])
         config = spec.get_config()
         apply_overrides(config, {k: v for k, v in preset_dict.get('agent', {}).items()})
@@ -103,7 +102,7 @@ def main():
             if context:
                 logits = agent.forward(agent.params, batch['observations'], batch['valid'], batch['goals'])['logits']
             else:
-                logits = agent.network.apply({'params': agent.params}, batch['observations'], batch['goals'])
+                logits = agent.logits(batch['observations'], batch['goals'])
             ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch['actions']).mean()
             return ce, (logits.argmax(-1) == batch['actions']).mean()
 
