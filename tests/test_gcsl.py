@@ -264,6 +264,27 @@ def test_head_hidden_dims_size_the_action_head():
     assert [wide[k]['kernel'].shape for k in sorted(wide)] == [(21, 40), (40, 30), (30, 5)]
 
 
+def test_state_goal_embedding_merges_the_goal_into_every_token():
+    """embed_input='state_goal' with embed_hidden_dims: each token is an MLP of [s_k, g] (GCSL's MLP as the token
+    embedding): its first layer takes obs_dim + goal_dim inputs, and with the cross-attention zeroed the goal still
+    moves the logits."""
+    agent = make_transformer(embed_input='state_goal', embed_hidden_dims=(40, 30))
+    embed = agent.params['state_in']
+    assert [embed[k]['kernel'].shape for k in sorted(embed)] == [(3 + 2, 40), (40, 30), (30, 16)]
+    params = jax.tree_util.tree_map_with_path(
+        lambda p, x: jnp.zeros_like(x) if 'goal_attn' in jax.tree_util.keystr(p) else x, agent.params)
+    obs = np.random.default_rng(0).normal(size=(3, 4, 3)).astype(np.float32)
+    a, b = (agent.forward(params, obs, np.ones((3, 4), bool), np.full((3, 2), v, np.float32))['logits']
+            for v in (0.0, 1.0))
+    assert np.abs(np.asarray(a - b)).max() > 1e-3
+    plain = make_transformer().params['state_in']
+    assert plain['kernel'].shape == (3, 16)  # the default: one linear map of s_k
+    with pytest.raises(ValueError, match='embed_input'):
+        gt.GCSLTransformerAgent.check_config({**gt.get_config(), 'embed_input': 'goal'})
+    with pytest.raises(ValueError, match='fusion=gate'):
+        gt.GCSLTransformerAgent.check_config({**gt.get_config(), 'embed_input': 'state_goal', 'fusion': 'late'})
+
+
 def test_gated_goal_tokens_carry_the_goal_magnitude():
     """The gate sees how far along each goal dimension the goal lies, not only its sign: with the per-dimension
     goal embeddings e_j zeroed, goals g and 3g still give different actions' logits (a LayerNorm on the goal

@@ -5,7 +5,8 @@ Input per sample: the window of the last `context` states up to s_t (fewer at th
 masked), and the goal g = phi(s_t'). Per sample a random number of the oldest states is dropped (the context start
 is drawn per sample, like the goal index).
 
-    fusion='gate' (default): state tokens x_k = W s_k + pos_k; goal tokens, one per goal dimension,
+    fusion='gate' (default): state tokens x_k = E(s_k) + pos_k (E linear, or an MLP with embed_hidden_dims; with
+        embed_input='state_goal' E reads [s_k, g], the goal merged into each token by the embedding as in GCSL's MLP); goal tokens, one per goal dimension,
         u_j = g_j w_j + e_j; c_k = CrossAttention(LayerNorm(x_k) -> u); merged m_k = x_k + sigmoid(W_z [x_k, c_k]) * c_k
         (the goal merged into every state token before the causal layers; u is not normalised, which would keep
         little more than the sign of each g_j)
@@ -53,6 +54,8 @@ class GoalTransformer(nn.Module):
     fusion: str = 'gate'
     head_input: str = 'token'
     head_hidden_dims: tuple = ()  # the action head's hidden layers; () = one of width dim
+    embed_hidden_dims: tuple = ()  # the token embedding's hidden layers (ReLU); () = one linear map
+    embed_input: str = 'state'  # each token embeds 'state' (s_k) or 'state_goal' ([s_k, g])
     expander: int = 128  # VICReg expander width
     prototypes: int = 64  # DINO head outputs
 
@@ -61,9 +64,15 @@ class GoalTransformer(nn.Module):
         """observations (B, K, D), valid (B, K) bool, goals (B, G) -> dict(logits (B, A), rep (B, dim), z (B, E),
         proto (B, P))."""
         B, K, _ = observations.shape
-        x = Dense(self.dim, name='state_in')(observations.astype(jnp.float32))
-        x = x + self.param('pos', nn.initializers.normal(0.02), (K, self.dim))
         goals = goals.astype(jnp.float32)
+        x = observations.astype(jnp.float32)
+        if self.embed_input == 'state_goal':  # the goal merged into every token by the embedding itself
+            x = jnp.concatenate([x, jnp.broadcast_to(goals[:, None], (B, K, goals.shape[-1]))], -1)
+        if self.embed_hidden_dims:
+            x = MLP((*self.embed_hidden_dims, self.dim), activation=nn.relu, name='state_in')(x)
+        else:
+            x = Dense(self.dim, name='state_in')(x)
+        x = x + self.param('pos', nn.initializers.normal(0.02), (K, self.dim))
         if self.fusion == 'gate':
             # one token per goal dimension, each with its own direction: u_j = g_j w_j + e_j (a direction shared by
             # all dimensions would pass the goal to each head as one weighted average of its coordinates); they are
@@ -214,6 +223,12 @@ class GCSLTransformerAgent(flax.struct.PyTreeNode):
         if config['head_input'] not in ('token', 'state_goal'):
             raise ValueError(f"--agent.head_input={config['head_input']!r}: expected token (the action read from the "
                              "token of s_t) or state_goal (that token with s_t and g themselves).")
+        if config['embed_input'] not in ('state', 'state_goal'):
+            raise ValueError(f"--agent.embed_input={config['embed_input']!r}: expected state (each token embeds s_k) "
+                             "or state_goal (each token embeds [s_k, g]).")
+        if config['embed_input'] != 'state' and config['fusion'] == 'late':
+            raise ValueError("--agent.embed_input=state_goal needs --agent.fusion=gate: late fusion keeps the goal "
+                             "out of the state tokens by definition.")
         if config['head_input'] != 'token' and config['fusion'] == 'late':
             raise ValueError("--agent.head_input=state_goal needs --agent.fusion=gate: with late fusion the head "
                              "already reads the goal through its own MLP.")
@@ -230,7 +245,8 @@ class GCSLTransformerAgent(flax.struct.PyTreeNode):
         rng, init_rng = jax.random.split(jax.random.PRNGKey(seed))
         obs_dim = int(example_batch['observations'].shape[-1])
         network = GoalTransformer(int(c['action_dim']), c['dim'], c['heads'], c['layers'], c['fusion'],
-                                  c['head_input'], tuple(c['head_hidden_dims'] or ()))
+                                  c['head_input'], tuple(c['head_hidden_dims'] or ()),
+                                  tuple(c['embed_hidden_dims'] or ()), c['embed_input'])
         window = jnp.zeros((1, c['context'], obs_dim), jnp.float32)
         params = network.init(init_rng, window, jnp.ones((1, c['context']), bool),
                               jnp.asarray(example_batch['goals'][:1], jnp.float32))['params']
@@ -256,6 +272,9 @@ def get_config():
             head_input='token',  # The action head reads 'token' (h_t) or 'state_goal' ([h_t, s_t, g]); gate only.
             # The action head's hidden layers (ReLU), e.g. 400,300 as GCSL's MLP; unset: one layer of width dim.
             head_hidden_dims=ml_collections.config_dict.placeholder(tuple),
+            # The token embedding's hidden layers (ReLU), e.g. 400,300 as GCSL's MLP; unset: one linear map.
+            embed_hidden_dims=ml_collections.config_dict.placeholder(tuple),
+            embed_input='state',  # Each token embeds 'state' (s_k) or 'state_goal' ([s_k, g]).
             vicreg_scale=0.01,  # Weight of the VICReg term against the cross-entropy.
             vicreg_lambda=25.0,  # VICReg invariance (lambda = mu in 10-25).
             vicreg_mu=25.0,  # VICReg variance.
