@@ -198,6 +198,16 @@ def make_transformer(**overrides):
     return gt.GCSLTransformerAgent.create(0, example, config)
 
 
+def goal_moves_logits_without_cross_attention(agent):
+    """Whether the goal changes the logits with the gate's cross-attention to the goal tokens zeroed."""
+    params = jax.tree_util.tree_map_with_path(
+        lambda p, x: jnp.zeros_like(x) if 'goal_attn' in jax.tree_util.keystr(p) else x, agent.params)
+    obs = np.random.default_rng(0).normal(size=(3, 4, 3)).astype(np.float32)
+    a, b = (agent.forward(params, obs, np.ones((3, 4), bool), np.full((3, 2), v, np.float32))['logits']
+            for v in (0.0, 1.0))
+    return np.abs(np.asarray(a - b)).max() > 1e-3
+
+
 def test_relabel_windows_end_at_s_t_and_mask_the_episode_start():
     T = 5
     buf = buffer_init(1, T, 1, 1)
@@ -240,12 +250,7 @@ def test_state_goal_head_reads_the_raw_goal():
     agent = make_transformer(head_input='state_goal')
     kernel = agent.params['action_head']['Dense_0']['kernel']
     assert kernel.shape[0] == 16 + 3 + 2
-    params = jax.tree_util.tree_map_with_path(
-        lambda p, x: jnp.zeros_like(x) if 'goal_attn' in jax.tree_util.keystr(p) else x, agent.params)
-    obs = np.random.default_rng(0).normal(size=(3, 4, 3)).astype(np.float32)
-    a, b = (agent.forward(params, obs, np.ones((3, 4), bool), np.full((3, 2), v, np.float32))['logits']
-            for v in (0.0, 1.0))
-    assert np.abs(np.asarray(a - b)).max() > 1e-3
+    assert goal_moves_logits_without_cross_attention(agent)
     with pytest.raises(ValueError, match='head_input'):
         gt.GCSLTransformerAgent.check_config({**gt.get_config(), 'head_input': 'goal'})
     with pytest.raises(ValueError, match='fusion=gate'):
@@ -271,14 +276,10 @@ def test_state_goal_embedding_merges_the_goal_into_every_token():
     agent = make_transformer(embed_input='state_goal', embed_hidden_dims=(40, 30))
     embed = agent.params['state_in']
     assert [embed[k]['kernel'].shape for k in sorted(embed)] == [(3 + 2, 40), (40, 30), (30, 16)]
-    params = jax.tree_util.tree_map_with_path(
-        lambda p, x: jnp.zeros_like(x) if 'goal_attn' in jax.tree_util.keystr(p) else x, agent.params)
-    obs = np.random.default_rng(0).normal(size=(3, 4, 3)).astype(np.float32)
-    a, b = (agent.forward(params, obs, np.ones((3, 4), bool), np.full((3, 2), v, np.float32))['logits']
-            for v in (0.0, 1.0))
-    assert np.abs(np.asarray(a - b)).max() > 1e-3
-    plain = make_transformer().params['state_in']
-    assert plain['kernel'].shape == (3, 16)  # the default: one linear map of s_k
+    assert goal_moves_logits_without_cross_attention(agent)
+    plain = make_transformer()
+    assert plain.params['state_in']['kernel'].shape == (3, 16)  # the default: one linear map of s_k
+    assert not goal_moves_logits_without_cross_attention(plain)  # whose goal path is the cross-attention alone
     with pytest.raises(ValueError, match='embed_input'):
         gt.GCSLTransformerAgent.check_config({**gt.get_config(), 'embed_input': 'goal'})
     with pytest.raises(ValueError, match='fusion=gate'):
