@@ -6,7 +6,8 @@ masked), and the goal g = phi(s_t'). Per sample a random number of the oldest st
 is drawn per sample, like the goal index).
 
     fusion='gate' (default): state tokens x_k = E(s_k) + pos_k (E linear, or an MLP with embed_hidden_dims; with
-        embed_input='state_goal' E reads [s_k, g], the goal merged into each token by the embedding as in GCSL's MLP); goal tokens, one per goal dimension,
+        embed_input='state_goal' E reads [s_k, g], the goal merged into each token as GCSL's MLP merges it);
+        goal tokens, one per goal dimension,
         u_j = g_j w_j + e_j; c_k = CrossAttention(LayerNorm(x_k) -> u); merged m_k = x_k + sigmoid(W_z [x_k, c_k]) * c_k
         (the goal merged into every state token before the causal layers; u is not normalised, which would keep
         little more than the sign of each g_j)
