@@ -94,6 +94,80 @@ def test_collect_noise_replaces_greedy_actions_with_that_probability():
     assert abs(changed - 0.25 * 8 / 9) < 0.03  # a random action is the greedy one 1 time in 9
 
 
+class _Still:
+    """A stand-in policy that always takes action 4 (the point mass's (0, 0): stay)."""
+
+    def initial_carry(self, n):
+        return ()
+
+    def act(self, carry, observations, goals, key, mode='eval', progress=(0, 1)):
+        return jnp.full((observations.shape[0],), 4, jnp.int32), carry
+
+
+def _at_goal_env():
+    """The point mass with every episode starting on its goal: reached from the first step."""
+    pm = goal_envs.POINT_MASS
+    return pm._replace(reset=lambda key: (lambda s, g: (g, g))(*pm.reset(key)))
+
+
+@pytest.mark.parametrize('fraction', [0.0, 0.5, 1.0])
+def test_explore_after_goal_takes_random_actions_once_the_goal_is_reached(fraction):
+    from impls.runs.goal_online import _jax_rollout
+
+    table = goal_envs.discretize(goal_envs.POINT_MASS.spec.action_space, 3)
+    n = 400
+    _, _, actions, distance, explored = _jax_rollout(_at_goal_env(), _Still(), jax.random.PRNGKey(0), n, table,
+                                                     'explore', 0, 1, fraction)
+    actions, explored = np.asarray(actions), np.asarray(explored)
+    assert abs(explored.mean() - fraction) < 0.08  # a fraction of the episodes, drawn per episode
+    assert (actions[~explored] == 4).all()  # the others keep the policy's action: they hold at the goal
+    if explored.any():  # the exploring ones act uniformly from the step they reached the goal (here, the first)
+        assert len(np.unique(actions[explored])) == 9 and (actions[explored] == 4).mean() < 0.2
+    _, _, eval_actions, _, eval_explored = _jax_rollout(_at_goal_env(), _Still(), jax.random.PRNGKey(0), n, table,
+                                                        'eval', 0, 1)
+    assert (np.asarray(eval_actions) == 4).all() and not np.asarray(eval_explored).any()  # never in evaluation
+
+
+class _ThereEnv(gymnasium.Env):
+    """A gymnasium goal environment whose info says is_success from the reset on."""
+    horizon, threshold = 6, 0.1
+    observation_space = gymnasium.spaces.Dict(**{k: gymnasium.spaces.Box(-1, 1, (2,)) for k in
+                                                 ('observation', 'achieved_goal', 'desired_goal')})
+    action_space = gymnasium.spaces.Discrete(5)
+
+    def _obs(self):
+        return {k: np.zeros(2, np.float32) for k in ('observation', 'achieved_goal', 'desired_goal')}
+
+    def reset(self, *, seed=None, options=None):
+        return self._obs(), {'is_success': True}
+
+    def step(self, action):
+        return self._obs(), 1.0, False, False, {'is_success': True}
+
+
+def test_explore_after_goal_on_the_gymnasium_loop():
+    from impls.runs.goal_online import _gym_episodes
+
+    envs = [_ThereEnv() for _ in range(64)]
+    spec, table = goal_envs.gym_goal_spec(envs[0]), goal_envs.discretize(envs[0].action_space, 3)
+    act = lambda o, g, c: (np.zeros(len(o), np.int32), c)  # noqa: E731
+    *_, actions, _, _, explored = _gym_episodes(envs, act, spec, table, np.arange(64), 0.5)
+    assert 0.2 < explored.mean() < 0.8 and (actions[~explored] == 0).all()
+    assert len(np.unique(actions[explored])) == 5
+    *_, actions, _, _, explored = _gym_episodes(envs, act, spec, table, np.arange(64))
+    assert not explored.any() and (actions == 0).all()  # off by default: GCSL's collection
+
+
+def test_goal_offset_feeds_the_goal_relative_to_the_state():
+    agent = make_agent(obs_dim=3, goal_offset=True, goal_index=(2, 0))
+    obs, goals = np.array([[1.0, 5.0, 2.0]], np.float32), np.array([[3.0, 4.0]], np.float32)
+    # g - s[goal_index] = (3 - 2, 4 - 1): the same logits as the plain MLP with the offset appended to its input.
+    plain = gcsl.GoalPolicy(9, (32, 32)).apply({'params': agent.params}, obs, np.array([[3.0, 4.0, 1.0, 3.0]]))
+    np.testing.assert_allclose(np.asarray(agent.logits(obs, goals)), np.asarray(plain), rtol=1e-5)
+    with pytest.raises(ValueError, match='goal_index'):
+        make_agent(goal_offset=True)
+
+
 def test_discretize():
     box = gymnasium.spaces.Box(-1.0, 1.0, (2,), np.float32)
     table = goal_envs.discretize(box, 3)
@@ -116,7 +190,7 @@ def test_point_mass_wall_and_gap():
 def test_lunar_lander_goal_env():
     env = gymnasium.make(goal_envs.LUNAR_ID)
     spec = goal_envs.gym_goal_spec(env)
-    assert spec == goal_envs.GoalEnvSpec(8, 5, 50, 0.08, env.action_space)
+    assert spec == goal_envs.GoalEnvSpec(8, 5, 50, 0.08, env.action_space, (0, 1, 4, 6, 7))
     obs, info = env.reset(seed=0)
     inner = env.unwrapped.inner.unwrapped
     ys = {round(v[1], 6) for f in inner.moon.fixtures for v in f.shape.vertices}
@@ -136,6 +210,16 @@ class MismatchedGoalEnv(goal_envs.LunarLanderGoal):
         super().__init__()
         box = lambda n: gymnasium.spaces.Box(-np.inf, np.inf, (n,), np.float32)  # noqa: E731
         self.observation_space = gymnasium.spaces.Dict(observation=box(8), achieved_goal=box(5), desired_goal=box(2))
+
+
+class UnnamedGoalEnv(goal_envs.LunarLanderGoal):
+    """A goal environment that does not say which observation dimensions its goal reads (no goal_index)."""
+
+    goal_index = None
+
+    def _obs(self, state):
+        state = np.asarray(state, np.float32)
+        return dict(observation=state, achieved_goal=state[[0, 1, 4, 6, 7]], desired_goal=self.goal.copy())
 
 
 def run_train(tmp_path, name, *flags):
@@ -175,9 +259,12 @@ def test_gymnasium_backend_on_lunar_lander(tmp_path, capsys):
     (['--agent.relabel_horizon=60'], 'longer than the episodes'),
     (['--agent.action_bins=40'], 'more than --agent.max_actions'),
     (['--agent.collect_noise=1.5'], 'a probability in [0, 1]'),
+    (['--agent.explore_after_goal=2'], 'the fraction of collection episodes'),
     (['--env_backend', 'gymnasium', '--env_name', 'CartPole-v1'], 'not a goal environment'),
     (['--env_backend', 'gymnasium', '--env_entry_point', 'tests.test_gcsl:MismatchedGoalEnv'], 'goal space does not match'),
     (['--env_backend', 'gymnasium', '--num_seeds', '2'], '--num_seeds > 1 needs --env_backend jax'),
+    (['--env_backend', 'gymnasium', '--env_entry_point', 'tests.test_gcsl:UnnamedGoalEnv', '--agent.goal_offset=True'],
+     'needs the environment to name the observation dimensions'),
 ])
 def test_bad_input_is_refused_before_training(tmp_path, capsys, flags, message):
     base = ['--env_backend', 'jax', '--env_name', 'point_mass', '--train_steps', '100']

@@ -10,6 +10,15 @@ Learning"): imitate your own relabelled experience.
 Network: an MLP over [s, g] (hidden_dims, ReLU; GCSL: [400, 300]) to one logit per discrete action. Continuous
 actions are discretised by the environment layer (impls.envs.goal_envs.discretize, 3 values per dimension).
 
+Two options beyond GCSL, off by default (the gcsl_pointmass preset turns both on; benchmarks/RESULTS.md, issue 15):
+    goal_offset:        the MLP also reads g - s[goal_index], the goal's offset from the state's own goal-space
+                        point (the environment names goal_index, the observation dimensions its goal reads).
+    explore_after_goal: the fraction of collection episodes that, once they reach their goal, take uniformly random
+                        actions for the rest of the episode (impls.runs.goal_online applies it). The path the policy
+                        knows, then a random walk on from its end: relabelled, the new states teach the way past
+                        where the policy can already go. The other episodes hold at their goals (the data that
+                        teaches stopping, which final-state success needs).
+
 Collapse, measured on every batch (the failure where the policy predicts one action whatever the goal and its own
 data then confirm it): the entropy of the histogram of predicted (argmax) actions, the fraction of states whose
 argmax is unchanged when their goal is swapped for another sample's, and the entropy of the data's actions; each as
@@ -29,21 +38,26 @@ import ml_collections
 import optax
 
 from impls.utils.flax_utils import nonpytree_field
-from impls.utils.goal_actions import (SWAP_SAMPLES, check_collection_config, collapse_metrics, collect_actions,
-                                      swapped_goals)
+from impls.utils.goal_actions import (GOAL_OFFSET_NEEDS_INDEX, SWAP_SAMPLES, check_collection_config, collapse_metrics,
+                                      collect_actions, swapped_goals)
 from impls.utils.networks import MLP
 from impls.utils.optim import lr_schedule, make_optimizer
 
 
 class GoalPolicy(nn.Module):
-    """Logits over `num_actions` from [observation, goal] (early fusion: state and goal merged at the input)."""
+    """Logits over `num_actions` from [observation, goal] (early fusion: state and goal merged at the input); with
+    `goal_index` (the observation dimensions the goal space reads) also the goal's offset g - s[goal_index]."""
 
     num_actions: int
     hidden_dims: tuple = (400, 300)
+    goal_index: tuple | None = None
 
     @nn.compact
     def __call__(self, observations, goals):
-        x = jnp.concatenate([observations.astype(jnp.float32), goals.astype(jnp.float32)], -1)
+        observations, goals = observations.astype(jnp.float32), goals.astype(jnp.float32)
+        x = jnp.concatenate([observations, goals], -1)
+        if self.goal_index is not None:
+            x = jnp.concatenate([x, goals - observations[..., jnp.asarray(self.goal_index)]], -1)
         return MLP((*self.hidden_dims, self.num_actions), activation=nn.relu)(x)
 
 
@@ -93,7 +107,8 @@ class GCSLAgent(flax.struct.PyTreeNode):
     def act(self, carry, observations, goals, key, mode='eval', progress=(0, 1)):
         """Action indices (B,) int32. 'eval': greedy. 'explore': uniformly random while progress[0] (environment
         steps done) < random_steps, then greedy (GCSL collects greedily), or sampled from the policy when
-        collect='sample'. Pure and jittable (progress[0] may be traced)."""
+        collect='sample' (explore_after_goal is applied by the collection loop). Pure and jittable (progress[0] may
+        be traced)."""
         logits = self.logits(observations, goals)
         if mode == 'eval':
             return jnp.argmax(logits, -1).astype(jnp.int32), carry
@@ -112,7 +127,12 @@ class GCSLAgent(flax.struct.PyTreeNode):
     def create(cls, seed, example_batch, config):
         """example_batch: observations (B, D), goals (B, G); config['action_dim']: the number of actions."""
         rng, init_rng = jax.random.split(jax.random.PRNGKey(seed))
-        network = GoalPolicy(int(config['action_dim']), tuple(config['hidden_dims']))
+        goal_index = None
+        if config['goal_offset']:
+            if config['goal_index'] is None:
+                raise ValueError(GOAL_OFFSET_NEEDS_INDEX)
+            goal_index = tuple(int(i) for i in config['goal_index'])
+        network = GoalPolicy(int(config['action_dim']), tuple(config['hidden_dims']), goal_index)
         params = network.init(init_rng, example_batch['observations'], example_batch['goals'])['params']
         tx = make_optimizer(config)
         return cls(rng=rng, params=params, opt_state=tx.init(params), step=jnp.zeros((), jnp.int32), network=network,
@@ -134,6 +154,10 @@ def get_config():
             collect='greedy',  # After those: 'greedy' (GCSL) or 'sample' (from the policy).
             collect_noise=0.0,  # After those, each action uniformly random with this probability (GCSL's expl_noise: 0.1).
             relabel_horizon=0,  # Largest t' - t of a relabelled pair (0: any later state of the episode).
+            explore_after_goal=0.0,  # Fraction of collection episodes that take random actions once they reach
+            # their goal (the loop applies it; the rest hold at the goal). 0: GCSL.
+            goal_offset=False,  # Also feed g - s[goal_index] to the MLP (needs an environment with a goal_index).
+            goal_index=ml_collections.config_dict.placeholder(tuple),  # From the environment when goal_offset.
             updates_per_step=1.0,  # Gradient updates per environment step (GCSL: 1).
         )
     )

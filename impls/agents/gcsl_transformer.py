@@ -292,6 +292,8 @@ def get_config():
             random_steps=10_000,  # Environment steps of uniformly random collection first.
             collect='greedy',  # After those: 'greedy' or 'sample'.
             collect_noise=0.0,  # After those, each action uniformly random with this probability (GCSL's expl_noise: 0.1).
+            explore_after_goal=0.0,  # Fraction of collection episodes that take random actions once they reach
+            # their goal (the loop applies it; see impls/agents/gcsl.py).
             relabel_horizon=0,  # Largest t' - t of a relabelled pair (0: any later state of the episode).
             updates_per_step=1.0,  # Gradient updates per environment step.
         )

@@ -28,7 +28,6 @@ Write a dataset (training goals' histories, and held-out goals' histories used o
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 import jax

@@ -40,6 +40,7 @@ class GoalEnvSpec(NamedTuple):
     horizon: int
     threshold: float
     action_space: gymnasium.spaces.Space
+    goal_index: tuple | None = None  # the observation dimensions the goal space reads, when it is a slice of them
 
 
 def discretize(action_space, bins: int, max_actions: int = 256) -> np.ndarray:
@@ -147,7 +148,8 @@ if LUNAR_ID not in gymnasium.registry:
 
 def gym_goal_spec(env) -> GoalEnvSpec:
     """The GoalEnvSpec of a gymnasium goal environment: Dict observations with observation / achieved_goal /
-    desired_goal, and `horizon` and `threshold` attributes on the unwrapped environment."""
+    desired_goal, and `horizon` and `threshold` attributes on the unwrapped environment (optionally `goal_index`,
+    the observation dimensions the goal space reads)."""
     space = env.observation_space
     keys = ('observation', 'achieved_goal', 'desired_goal')
     if not isinstance(space, gymnasium.spaces.Dict) or any(k not in space.spaces for k in keys):
@@ -161,8 +163,14 @@ def gym_goal_spec(env) -> GoalEnvSpec:
     for attr in ('horizon', 'threshold'):
         if not hasattr(inner, attr):
             raise GoalEnvError(f'the goal environment has no `{attr}` attribute (episode length / success distance).')
-    return GoalEnvSpec(int(np.prod(space['observation'].shape)), int(np.prod(desired)), int(inner.horizon),
-                       float(inner.threshold), env.action_space)
+    obs_dim, goal_dim = int(np.prod(space['observation'].shape)), int(np.prod(desired))
+    goal_index = getattr(inner, 'goal_index', None)
+    if goal_index is not None:
+        goal_index = tuple(int(i) for i in goal_index)
+        if len(goal_index) != goal_dim or not all(0 <= i < obs_dim for i in goal_index):
+            raise GoalEnvError(f'the environment\'s goal_index {goal_index} must name {goal_dim} observation dimensions '
+                               f'(of {obs_dim}), one per goal dimension.')
+    return GoalEnvSpec(obs_dim, goal_dim, int(inner.horizon), float(inner.threshold), env.action_space, goal_index)
 
 
 # ---- point mass with a wall (jax) ----------------------------------------------------------------------------------
@@ -197,7 +205,7 @@ def _pm_step(pos, action):
 
 
 POINT_MASS = JaxGoalEnv(
-    spec=GoalEnvSpec(2, 2, 50, 0.08, gymnasium.spaces.Box(-1.0, 1.0, (2,), np.float32)),
+    spec=GoalEnvSpec(2, 2, 50, 0.08, gymnasium.spaces.Box(-1.0, 1.0, (2,), np.float32), goal_index=(0, 1)),
     reset=_pm_reset, step=_pm_step, observe=lambda s: s, achieved=lambda s: s)
 
 JAX_GOAL_ENVS = {'point_mass': POINT_MASS}

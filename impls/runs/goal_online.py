@@ -31,6 +31,7 @@ from impls.runs.online import DEFAULT_TRAIN_STEPS
 from impls.runs.session import RunSession, TrainingError, agent_config, example_spec, make_monitor
 from impls.runs.updates import stack_agents
 from impls.utils.checkpoints import json_safe
+from impls.utils.goal_actions import GOAL_OFFSET_NEEDS_INDEX
 
 NAN_KNOBS = 'Lower --agent.lr or raise --agent.warmup_steps.'
 
@@ -110,7 +111,12 @@ class GoalRun:
             raise TrainingError(f'--buffer_size {args.buffer_size} holds less than one episode ({T} steps); raise it.')
         with config.unlocked():
             config.action_dim = len(table)
+            if config.get('goal_offset'):
+                if env_spec.goal_index is None:
+                    raise TrainingError(GOAL_OFFSET_NEEDS_INDEX)
+                config.goal_index = tuple(env_spec.goal_index)
         self.config, self.limit, self.context = config, limit, int(replay.get('context', 0))
+        self.explore_after_goal = float(config.get('explore_after_goal', 0.0))
         self.total = args.train_steps or DEFAULT_TRAIN_STEPS
         self.eval_interval = args.eval_interval or self.total
         self.ckpt_every = args.ckpt_every or self.eval_interval
@@ -205,18 +211,24 @@ def _env_actions(table, indices):
     return [int(i) for i in indices] if table.shape[1] == 0 else [table[i] for i in indices]
 
 
-def _gym_episodes(envs, act, env_spec, table, seeds):
+def _gym_episodes(envs, act, env_spec, table, seeds, explore_after_goal: float = 0.0):
     """One episode per env in lockstep; act(observations, goals, carry) -> (actions, carry), the carry starting at
-    None (the agent's initial carry). Returns observations (E, T+1, D), achieved (E, T+1, G), actions (E, T), final
-    success (E,) and final distance (E,)."""
+    None (the agent's initial carry). A fraction explore_after_goal of the episodes (drawn from their seeds) take
+    uniformly random actions from the step their info says is_success on. Returns observations (E, T+1, D), achieved
+    (E, T+1, G), actions (E, T), final success (E,), final distance (E,) and whether each episode explored (E,)."""
     T = env_spec.horizon
-    obs = [env.reset(seed=int(s))[0] for env, s in zip(envs, seeds)]
+    resets = [env.reset(seed=int(s)) for env, s in zip(envs, seeds)]
+    obs = [r[0] for r in resets]
     states, achieved, actions = [[o['observation'] for o in obs]], [[o['achieved_goal'] for o in obs]], []
     goals = np.stack([o['desired_goal'] for o in obs]).astype(np.float32)
-    infos, carry = [None] * len(envs), None
+    infos, carry = [r[1] for r in resets], None
+    rng = np.random.default_rng([int(s) for s in seeds])
+    explores = rng.random(len(envs)) < explore_after_goal
+    exploring = np.zeros(len(envs), bool)
     for _ in range(T):
         a, carry = act(np.stack(states[-1]).astype(np.float32), goals, carry)
-        a = np.asarray(a)
+        exploring |= explores & np.array([bool(i.get('is_success', False)) for i in infos])
+        a = np.where(exploring, rng.integers(0, len(table), len(envs)), np.asarray(a)).astype(np.int32)
         actions.append(a)
         step = [env.step(x) for env, x in zip(envs, _env_actions(table, a))]
         states.append([s[0]['observation'] for s in step])
@@ -228,7 +240,7 @@ def _gym_episodes(envs, act, env_spec, table, seeds):
     success = np.array([bool(i.get('is_success', False)) for i in infos])
     final = np.asarray(achieved, np.float32).swapaxes(0, 1)
     distance = np.array([float(i.get('distance', np.linalg.norm(f[-1] - g))) for i, f, g in zip(infos, final, goals)])
-    return observations, final, np.asarray(actions, np.int32).swapaxes(0, 1), success, distance
+    return observations, final, np.asarray(actions, np.int32).swapaxes(0, 1), success, distance, exploring
 
 
 def _run_gym(args, spec):
@@ -252,7 +264,7 @@ def _run_gym(args, spec):
     n_updates = run.updates_per_iteration(E)
     next_log, next_eval, next_ckpt = (((step // i) + 1) * i for i in (args.log_interval, run.eval_interval,
                                                                        run.ckpt_every))
-    interval, successes, timer, timer_steps = [], [], time.perf_counter(), 0
+    interval, successes, explored, timer, timer_steps = [], [], [], time.perf_counter(), 0
     loop_start, loop_start_step, excluded, success = time.perf_counter(), step, 0.0, float('nan')
     try:
         while step < run.total:
@@ -264,9 +276,10 @@ def _run_gym(args, spec):
                 return act_explore(agent, o, g, carry, next(keys), s)
 
             seeds = args.seed * 1_000_003 + step + np.arange(E)
-            obs, ach, actions, succ, _ = _gym_episodes(envs, act, env_spec, table, seeds)
+            obs, ach, actions, succ, _, went = _gym_episodes(envs, act, env_spec, table, seeds, run.explore_after_goal)
             buf = add(buf, obs, ach, actions)
             successes.extend(succ.tolist())
+            explored.extend(went.tolist())
             step += E * T
             timer_steps += E * T
             run.session.bar.update(E * T)
@@ -278,9 +291,10 @@ def _run_gym(args, spec):
                 metrics = jax.tree.map(lambda *x: np.mean(x), *jax.device_get(interval)) if interval else {}
                 run.log_training(step, metrics, {
                     'charts/collect_success': float(np.mean(successes)) if successes else float('nan'),
+                    'charts/explored_after_goal': float(np.mean(explored)) if explored else float('nan'),
                     'charts/buffer_episodes': int(buf['count']),
                     'time/steps_per_second': timer_steps / max(time.perf_counter() - timer, 1e-9)})
-                interval, successes, timer, timer_steps = [], [], time.perf_counter(), 0
+                interval, successes, explored, timer, timer_steps = [], [], [], time.perf_counter(), 0
             if args.eval_episodes > 0 and (step >= next_eval or step >= run.total):
                 next_eval += run.eval_interval
                 t0 = time.perf_counter()
@@ -306,34 +320,40 @@ def _gym_evaluate(env, agent, act_eval, env_spec, table, episodes, seed):
         def act(o, g, carry):
             return act_eval(agent, o, g, agent.initial_carry(len(o)) if carry is None else carry)
 
-        _, _, _, succ, dist = _gym_episodes([env], act, env_spec, table, [seed + e])
+        _, _, _, succ, dist, _ = _gym_episodes([env], act, env_spec, table, [seed + e])
         successes.append(succ[0])
         distances.append(dist[0])
     return float(np.mean(successes)), float(np.mean(distances))
 
 
 # ---- the jax backend: seeds vmapped, one compiled call per iteration -------------------------------------------------
-def _jax_rollout(env, agent, key, num_envs, table, mode, step, total):
-    """num_envs episodes of env under agent.act(mode): observations, achieved goals, actions, final distance."""
-    T = env.spec.horizon
+def _jax_rollout(env, agent, key, num_envs, table, mode, step, total, explore_after_goal: float = 0.0):
+    """num_envs episodes of env under agent.act(mode): observations, achieved goals, actions, final distance, and
+    whether each episode explored: a fraction explore_after_goal of them take uniformly random actions from the step
+    they are first within the success threshold of their goal on."""
+    T, threshold = env.spec.horizon, env.spec.threshold
     k_reset, k_act = jax.random.split(key)
     state, goal = jax.vmap(env.reset)(jax.random.split(k_reset, num_envs))
+    explores = jax.random.uniform(jax.random.fold_in(key, 2), (num_envs,)) < explore_after_goal
     table = jnp.asarray(table)
 
     def body(carry, k):
-        state, agent_carry = carry
-        obs = jax.vmap(env.observe)(state)
+        state, agent_carry, exploring = carry
+        obs, achieved = jax.vmap(env.observe)(state), jax.vmap(env.achieved)(state)
         idx, agent_carry = agent.act(agent_carry, obs, goal, k, mode, (step, total))
+        if explore_after_goal:
+            exploring = exploring | (explores & (jnp.linalg.norm(achieved - goal, axis=-1) < threshold))
+            idx = jnp.where(exploring, jax.random.randint(jax.random.fold_in(k, 1), idx.shape, 0, len(table)), idx)
         new = jax.vmap(env.step)(state, table[idx])
-        return (new, agent_carry), (obs, jax.vmap(env.achieved)(state), idx)
+        return (new, agent_carry, exploring), (obs, achieved, idx)
 
-    (final, _), (obs, ach, actions) = jax.lax.scan(body, (state, agent.initial_carry(num_envs)),
-                                                   jax.random.split(k_act, T))
+    (final, _, exploring), (obs, ach, actions) = jax.lax.scan(
+        body, (state, agent.initial_carry(num_envs), jnp.zeros((num_envs,), bool)), jax.random.split(k_act, T))
     last_obs, last_ach = jax.vmap(env.observe)(final)[None], jax.vmap(env.achieved)(final)[None]
     obs = jnp.concatenate([obs, last_obs], 0).swapaxes(0, 1)
     ach = jnp.concatenate([ach, last_ach], 0).swapaxes(0, 1)
     distance = jnp.linalg.norm(ach[:, -1] - goal, axis=-1)
-    return obs, ach, actions.swapaxes(0, 1), distance
+    return obs, ach, actions.swapaxes(0, 1), distance, exploring
 
 
 def _run_jax(args, spec):
@@ -354,29 +374,31 @@ def _run_jax(args, spec):
 
     def iteration(agent, buf, key, step):
         key, k_col, k_train = jax.random.split(key, 3)
-        obs, ach, actions, distance = _jax_rollout(env, agent, k_col, E, table, 'explore', step, total)
+        obs, ach, actions, distance, went = _jax_rollout(env, agent, k_col, E, table, 'explore', step, total,
+                                                         run.explore_after_goal)
         buf = buffer_add(buf, obs, ach, actions)
         trained, info = run.train(agent, buf, k_train, n_updates)
         on = step + E * T > learning_starts
         agent = jax.tree.map(lambda a, b: jnp.where(on, a, b), trained, agent)
-        return agent, buf, key, info, (distance < threshold).mean()
+        return agent, buf, key, info, ((distance < threshold).mean(), went.mean())
 
     def evaluate(agent, key):
-        _, _, _, distance = _jax_rollout(env, agent, key, args.eval_episodes, table, 'eval', 0, total)
+        _, _, _, distance, _ = _jax_rollout(env, agent, key, args.eval_episodes, table, 'eval', 0, total)
         return (distance < threshold).mean(), distance.mean()
 
     iterate = jax.jit(jax.vmap(iteration, in_axes=(0, 0, 0, None)))
     evaluate = jax.jit(jax.vmap(evaluate))
     next_log, next_eval, next_ckpt = (((step // i) + 1) * i for i in (args.log_interval, run.eval_interval,
                                                                        run.ckpt_every))
-    interval, successes, timer, timer_steps = [], [], time.perf_counter(), 0
+    interval, successes, explored, timer, timer_steps = [], [], [], time.perf_counter(), 0
     loop_start, loop_start_step, excluded, success = time.perf_counter(), step, 0.0, float('nan')
     try:
         while step < total:
-            agents, bufs, keys, info, succ = iterate(agents, bufs, keys, jnp.asarray(step))
+            agents, bufs, keys, info, (succ, went) = iterate(agents, bufs, keys, jnp.asarray(step))
             if step + E * T > learning_starts:
                 interval.append(info)
             successes.append(succ)
+            explored.append(went)
             step += E * T
             timer_steps += E * T
             run.session.bar.update(E * T)
@@ -385,8 +407,9 @@ def _run_jax(args, spec):
                 metrics = jax.tree.map(lambda *x: np.mean(x), *jax.device_get(interval)) if interval else {}
                 run.log_training(step, metrics, {
                     'charts/collect_success': float(np.mean(jax.device_get(successes))),
+                    'charts/explored_after_goal': float(np.mean(jax.device_get(explored))),
                     'time/steps_per_second': timer_steps * S / max(time.perf_counter() - timer, 1e-9)})
-                interval, successes, timer, timer_steps = [], [], time.perf_counter(), 0
+                interval, successes, explored, timer, timer_steps = [], [], [], time.perf_counter(), 0
             if args.eval_episodes > 0 and (step >= next_eval or step >= total):
                 next_eval += run.eval_interval
                 t0 = time.perf_counter()

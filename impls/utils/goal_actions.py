@@ -19,12 +19,21 @@ def collect_actions(logits, key, step, random_steps: int, collect: str, noise: f
     return jnp.where(explore, random, policy)
 
 
+GOAL_OFFSET_NEEDS_INDEX = (
+    '--agent.goal_offset feeds the policy g - s[goal_index], so it needs the environment to name the observation '
+    'dimensions its goal space reads (a `goal_index` attribute on the environment; the point mass and '
+    'LunarLanderGoal have one). This environment has none: add it, or set --agent.goal_offset=False.')
+
+
 def check_collection_config(config):
     """The collection and relabelling keys both goal policies share; ValueError names the bad one."""
     if config['collect'] not in ('greedy', 'sample'):
         raise ValueError(f"--agent.collect={config['collect']!r}: expected greedy (GCSL) or sample.")
     if not 0.0 <= config['collect_noise'] <= 1.0:
         raise ValueError(f"--agent.collect_noise={config['collect_noise']}: a probability in [0, 1] is needed (GCSL: 0.1).")
+    if not 0.0 <= config['explore_after_goal'] <= 1.0:
+        raise ValueError(f"--agent.explore_after_goal={config['explore_after_goal']}: the fraction of collection "
+                         'episodes that explore once they reach their goal, in [0, 1] (0: GCSL).')
     if config['relabel_horizon'] < 0:
         raise ValueError('--agent.relabel_horizon must be >= 0 (0: any later state of the episode).')
 
