@@ -130,6 +130,31 @@ def test_return_collapse_after_a_peak():
     noise = [-1349, -1495, -1237, -1362, -1486, -1492]
     assert 'return_collapse' not in run([(s, {'evaluation/episode_return': r}) for s, r in zip(steps(6), noise)])[1]
 
+def test_seed_outlier_names_the_seed_the_mean_hides():
+    # A point-mass GCSL run, 8 seeds vmapped: seed 2 fails (0.18, 0.09, 0.08) while the others learn; mean 0.73.
+    curves = [[0.89, 0.75, 0.18, 0.79, 0.8, 0.76, 0.82, 0.75], [0.84, 0.86, 0.09, 0.82, 0.9, 0.79, 0.78, 0.79],
+              [0.89, 0.87, 0.08, 0.83, 0.79, 0.88, 0.71, 0.81]]
+    rows = [(s, {'evaluation/overall_success': float(np.mean(c)), **{f'evaluation/success_seed{i}': v
+                                                                       for i, v in enumerate(c)}})
+            for s, c in zip(steps(3, 10_000), curves)]
+    monitor, fired, values, printed = run(rows)
+    assert fired['seed_outlier'] == 20_000  # below half the median for the second evaluation in a row
+    assert values[1]['health/seed_outlier'] == pytest.approx(0.09 / np.median(curves[1]))
+    assert 'seed 2 at 0.09' in printed[0] and 'median 0.805' in printed[0] and '--num_seeds 1' in printed[0]
+    # The offline loops' per-seed keys too; a seed at 0.70 against 0.885 is spread, not an outlier; nor are 2 seeds.
+    spread = [[0.84, 0.83, 0.78, 0.79, 0.76, 0.79, 0.82, 0.67], [0.85, 0.92, 0.87, 0.94, 0.92, 0.96, 0.81, 0.72],
+              [0.89, 0.94, 0.88, 0.92, 0.87, 0.98, 0.84, 0.7]]
+    offline = lambda cs: [(s, {f'evaluation/overall_success/seed{i}': v for i, v in enumerate(c)})  # noqa: E731
+                          for s, c in zip(steps(3, 10_000), cs)]
+    assert run(offline(curves))[1]['seed_outlier'] == 20_000
+    assert 'seed_outlier' not in run(offline(spread))[1]
+    assert 'seed_outlier' not in run(offline([c[1:3] for c in curves]))[1]
+    # One bad evaluation is not enough; nor is a low median (nothing learned yet).
+    blip = [curves[0], [0.84, 0.86, 0.8, 0.82, 0.9, 0.79, 0.78, 0.79], curves[1]]
+    assert 'seed_outlier' not in run(offline(blip))[1]
+    assert 'seed_outlier' not in run(offline([[0.05, 0.0, 0.06, 0.04]] * 3))[1]
+
+
 def test_action_collapse_goal_ignored_one_action_and_loss_without_success():
     def row(inv, pred=0.8, data=0.8, loss=1.0):
         return {'training/collapse/goal_invariance': inv, 'training/collapse/pred_action_entropy': pred,
@@ -189,7 +214,7 @@ def test_bad_configuration_is_reported():
     assert parse_health_overrides(['value_divergence.growth=3']) == {'value_divergence': {'growth': 3.0}}
     assert set(DETECTORS) == {'value_divergence', 'objective_mismatch', 'goal_ignoring', 'critic_at_chance', 'epoch_shock', 'gradient',
                               'target_tracking', 'entropy', 'world_model', 'return_collapse',
-                              'action_collapse', 'in_context', 'data_wait'}
+                              'action_collapse', 'in_context', 'data_wait', 'seed_outlier'}
 
 
 def test_report_on_demand_with_gaps_and_nans(tmp_path, capsys):

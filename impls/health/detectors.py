@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from typing import Optional
 
 import numpy as np
@@ -791,8 +792,61 @@ class DataWait(Detector):
         )
 
 
+_SEED_KEY = re.compile(r'^evaluation/(overall_success|episode_return|return_mean|success)(?:_seed|/seed)(\d+)$')
+
+
+@dataclasses.dataclass
+class SeedOutlier(Detector):
+    """One seed of a --num_seeds run far behind the others, which the mean over seeds hides: a seed whose evaluation
+    score is below `ratio` of the seeds' median for `evals` evaluations in a row, once the median is at least
+    `min_median` (per-seed keys: evaluation/success_seedN, evaluation/KEY/seedN; 3 seeds or more).
+    health/seed_outlier = the worst seed's score over the median."""
+
+    ratio: float = 0.5
+    evals: int = 2
+    min_median: float = 0.1
+    name = 'seed_outlier'
+
+    def reset_state(self):
+        super().reset_state()
+        self.behind = {}
+
+    def observe(self, step, metrics, context):
+        per_seed = {}
+        for key, value in metrics.items():
+            m = _SEED_KEY.match(key)
+            if m and value is not None and math.isfinite(value):
+                per_seed.setdefault(m.group(1), {})[int(m.group(2))] = float(value)
+        if not per_seed:
+            return None, None
+        metric, scores = next(iter(per_seed.items()))
+        median = float(np.median(list(scores.values())))
+        if len(scores) < 3 or median < self.min_median:
+            self.behind = {}
+            return None, None
+        worst = min(scores, key=scores.get)
+        self.behind = {s: self.behind.get(s, 0) + 1 for s, v in scores.items() if v < self.ratio * median}
+        lagging = [s for s, n in self.behind.items() if n >= self.evals]
+        if not lagging:
+            self.firing = False
+            return scores[worst] / median, None
+        if self.firing:
+            return scores[worst] / median, None
+        self.firing = True
+        listed = ', '.join(f'seed {s} at {scores[s]:.3g}' for s in sorted(lagging))
+        return scores[worst] / median, (
+            f'{listed} against the seeds\' median {median:.3g} (evaluation/{metric} per seed, below {self.ratio:g} of it for '
+            f'{self.evals} evaluations in a row, step {step}). The mean over seeds hides a seed that fails while the '
+            'others learn. It points at a fragile setting rather than noise: an exploration problem only some seeds '
+            'get past, or an early mistake the seed\'s own data then confirm (a collapse). Look at that seed alone '
+            '(its column in eval.csv; a run with --seed N --num_seeds 1 starts it the same way) and report the spread over seeds '
+            'with the mean. Knobs: more or better exploration at the start (--agent.random_steps and the exploration '
+            'options of the agent), a lower learning rate, more seeds to see how often it happens.'
+        )
+
+
 DETECTORS = {cls.name: cls for cls in (ValueDivergence, ObjectiveMismatch, GoalIgnoring, CriticAtChance, EpochShock,
                                        GradientTrouble, TargetTracking, EntropyCollapse, WorldModelHealth,
-                                       ReturnCollapse, ActionCollapse, InContextHealth, DataWait)}
+                                       ReturnCollapse, ActionCollapse, InContextHealth, DataWait, SeedOutlier)}
 
 
