@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import os
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from impls.agents import dreamer
@@ -132,6 +134,23 @@ def test_terminal_continue_and_unexplained_variance_metrics():
     for _ in range(40):
         agent, info = agent.update(batch)
     assert float(info['world_model/rec_unexplained_worst']) < 0.5 * untrained
+
+
+def test_terminal_weight_of_the_continue_loss_by_hand():
+    """con_terminal_weight W multiplies the continue loss of terminated steps by W (the others by 1)."""
+    store = _cartpole_like_store()
+    batch = jax.tree.map(jnp.asarray, store.sample_sequences(np.random.default_rng(0), 4, 8))
+    agent = _agent()
+    p = agent.params['wm']
+    states = agent.observe(p, batch, jax.random.PRNGKey(0))
+    logit = agent._call(p, 'cont', None, agent.features(states['deter'], states['stoch']))[..., 0]
+    terminal = np.asarray(batch['terminated'], np.float32)
+    bce = np.asarray(optax.sigmoid_binary_cross_entropy(logit, (1 - terminal) * (1 - 1 / 333)))
+    for weight in (1.0, 20.0):
+        weighted = agent.replace(config=flax.core.FrozenDict({**agent.config, 'con_terminal_weight': weight}))
+        _, info = weighted.world_model_loss(p, batch, states)
+        want = (bce * np.where(terminal > 0, weight, 1.0)).mean()
+        np.testing.assert_allclose(float(info['world_model/con_loss']), want, rtol=1e-5)
 
 
 def test_prior_gradient_is_zero_below_the_floor_only_in_clip_mode():

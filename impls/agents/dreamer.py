@@ -186,7 +186,8 @@ class DreamerAgent(flax.struct.PyTreeNode):
         terminal = batch['terminated'].astype(jnp.float32)
         cont_target = (1.0 - terminal) * (1.0 - 1.0 / c['horizon'])
         cont_logit = self._call(p, 'cont', None, feat)[..., 0]
-        con = optax.sigmoid_binary_cross_entropy(cont_logit, cont_target)
+        con = optax.sigmoid_binary_cross_entropy(cont_logit, cont_target) * (1.0 + (c['con_terminal_weight'] - 1.0)
+                                                                             * terminal)
         kl = lambda q, pr: categorical_kl(q, pr).sum(-1)  # noqa: E731  summed over the S latents
         kl_dyn = kl(sg(states['post']), states['prior'])
         kl_rep = kl(states['post'], sg(states['prior']))
@@ -506,6 +507,7 @@ def get_config():
         imag_horizon=15,  # Imagined steps.
         imag_last=0,  # Imagine from the posterior states of the last K steps of each sequence (0: all of them).
         imag_ends=0.0,  # Probability that a sequence holding a failure imagines from the K steps ending at it instead.
+        con_terminal_weight=1.0,  # Weight of terminal steps in the continue loss (rare: one per episode; 1: DreamerV3).
         horizon=333,  # Discount 1 - 1/horizon (in the continue head's target).
         imag_cont='prob',  # Imagined continuation: 'prob' (the head's probability, current DreamerV3) or 'mode'
         # (1 unless termination is predicted more likely than not, times the discount; DreamerV3's 2023 code).
