@@ -507,7 +507,8 @@ def get_config():
         imag_horizon=15,  # Imagined steps.
         imag_last=0,  # Imagine from the posterior states of the last K steps of each sequence (0: all of them).
         imag_ends=0.0,  # Probability that a sequence holding a failure imagines from the K steps ending at it instead.
-        con_terminal_weight=1.0,  # Weight of terminal steps in the continue loss (rare: one per episode; 1: DreamerV3).
+        con_terminal_weight=1.0,  # Weight of terminal steps in the continue loss (rare: one per episode; 1: DreamerV3;
+        # 20 on CartPole, where the head otherwise misses most failures: benchmarks/RESULTS.md, issue 14).
         horizon=333,  # Discount 1 - 1/horizon (in the continue head's target).
         imag_cont='prob',  # Imagined continuation: 'prob' (the head's probability, current DreamerV3) or 'mode'
         # (1 unless termination is predicted more likely than not, times the discount; DreamerV3's 2023 code).
