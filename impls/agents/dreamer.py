@@ -186,8 +186,8 @@ class DreamerAgent(flax.struct.PyTreeNode):
         terminal = batch['terminated'].astype(jnp.float32)
         cont_target = (1.0 - terminal) * (1.0 - 1.0 / c['horizon'])
         cont_logit = self._call(p, 'cont', None, feat)[..., 0]
-        con = optax.sigmoid_binary_cross_entropy(cont_logit, cont_target) * (1.0 + (c['con_terminal_weight'] - 1.0)
-                                                                             * terminal)
+        con_weight = 1.0 + (c['con_terminal_weight'] - 1.0) * terminal  # rare episode ends weighted up
+        con = optax.sigmoid_binary_cross_entropy(cont_logit, cont_target) * con_weight
         kl = lambda q, pr: categorical_kl(q, pr).sum(-1)  # noqa: E731  summed over the S latents
         kl_dyn = kl(sg(states['post']), states['prior'])
         kl_rep = kl(states['post'], sg(states['prior']))

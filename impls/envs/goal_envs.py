@@ -168,8 +168,8 @@ def gym_goal_spec(env) -> GoalEnvSpec:
     if goal_index is not None:
         goal_index = tuple(int(i) for i in goal_index)
         if len(goal_index) != goal_dim or not all(0 <= i < obs_dim for i in goal_index):
-            raise GoalEnvError(f'the environment\'s goal_index {goal_index} must name {goal_dim} observation dimensions '
-                               f'(of {obs_dim}), one per goal dimension.')
+            raise GoalEnvError(f'the environment\'s goal_index {goal_index} must name {goal_dim} observation '
+                               f'dimensions (of {obs_dim}), one per goal dimension.')
     return GoalEnvSpec(obs_dim, goal_dim, int(inner.horizon), float(inner.threshold), env.action_space, goal_index)
 
 

@@ -835,13 +835,13 @@ class SeedOutlier(Detector):
         self.firing = True
         listed = ', '.join(f'seed {s} at {scores[s]:.3g}' for s in sorted(lagging))
         return scores[worst] / median, (
-            f'{listed} against the seeds\' median {median:.3g} (evaluation/{metric} per seed, below {self.ratio:g} of it for '
-            f'{self.evals} evaluations in a row, step {step}). The mean over seeds hides a seed that fails while the '
-            'others learn. It points at a fragile setting rather than noise: an exploration problem only some seeds '
-            'get past, or an early mistake the seed\'s own data then confirm (a collapse). Look at that seed alone '
-            '(its column in eval.csv; a run with --seed N --num_seeds 1 starts it the same way) and report the spread over seeds '
-            'with the mean. Knobs: more or better exploration at the start (--agent.random_steps and the exploration '
-            'options of the agent), a lower learning rate, more seeds to see how often it happens.'
+            f'{listed} against the seeds\' median {median:.3g} (evaluation/{metric} per seed, below {self.ratio:g} of '
+            f'it for {self.evals} evaluations in a row, step {step}). The mean over seeds hides a seed that fails '
+            'while the others learn. It points at a fragile setting rather than noise: an exploration problem only '
+            'some seeds get past, or an early mistake the seed\'s own data then confirm (a collapse). Look at that '
+            'seed alone (its column in eval.csv; a run with --seed N --num_seeds 1 starts it the same way) and report '
+            'the spread over seeds with the mean. Knobs: more or better exploration at the start (--agent.random_steps '
+            'and the exploration options of the agent), a lower learning rate, more seeds to see how often it happens.'
         )
 
 

@@ -227,8 +227,10 @@ def _gym_episodes(envs, act, env_spec, table, seeds, explore_after_goal: float =
     exploring = np.zeros(len(envs), bool)
     for _ in range(T):
         a, carry = act(np.stack(states[-1]).astype(np.float32), goals, carry)
-        exploring |= explores & np.array([bool(i.get('is_success', False)) for i in infos])
-        a = np.where(exploring, rng.integers(0, len(table), len(envs)), np.asarray(a)).astype(np.int32)
+        a = np.asarray(a, np.int32)
+        if explores.any():
+            exploring |= explores & np.array([bool(i.get('is_success', False)) for i in infos])
+            a = np.where(exploring, rng.integers(0, len(table), len(envs)), a).astype(np.int32)
         actions.append(a)
         step = [env.step(x) for env, x in zip(envs, _env_actions(table, a))]
         states.append([s[0]['observation'] for s in step])
