@@ -10,6 +10,7 @@
     python benchmarks/ad_darkroom.py speed --preset ad_darkroom
     # a trained run's checkpoint evaluated in context again (held-out goals, or training goals to choose settings on)
     python benchmarks/ad_darkroom.py evaluate --runs RUN_DIR --temperature 0.3 [--goals training] --json ...
+    python benchmarks/ad_darkroom.py evaluate --runs CAD_RUN_DIR --eval_memory window   # compressed AD's memory
     # the loss of each run beside chance level (ln 5), and the in-context gain over training
     python benchmarks/ad_darkroom.py plot --runs RUN_DIR [RUN_DIR ...] --png benchmarks/results/ad_loss.png
 
@@ -150,13 +151,19 @@ def evaluate(args, extra):
         else:  # 16 training goals drawn once: for choosing evaluation settings without touching held-out goals
             goals = np.random.default_rng(1).choice(darkroom.split_goals(record['split_seed'])[0], 16, replace=False)
         goals = jnp.repeat(jnp.asarray(goals, jnp.int32), args.runs_per_goal)
-        agent = agent.replace(config=agent.config.copy({'eval_temperature': args.temperature}))
+        overrides = {'eval_temperature': args.temperature}
+        if args.eval_memory:
+            if 'eval_memory' not in agent.config:
+                raise SystemExit(f'--eval_memory is a compressed-AD setting; {run} holds another agent.')
+            overrides['eval_memory'] = args.eval_memory
+        agent = agent.replace(config=agent.config.copy(overrides))
         t0 = time.perf_counter()
         returns = np.asarray(jax.jit(lambda ag, k: in_context_rollout(ag, goals, args.episodes, k))(
             agent, jax.random.PRNGKey(args.eval_seed)))
         row = summarize(returns, np.asarray(goals))
         row['seconds'] = time.perf_counter() - t0
-        name = f'{os.path.basename(os.path.normpath(run))}@{step}-T{args.temperature}-{args.goals}'
+        name = (f'{os.path.basename(os.path.normpath(run))}@{step}-T{args.temperature}-{args.goals}'
+                + (f'-{args.eval_memory}' if args.eval_memory else ''))
         results[name] = row
         per_goal = ', '.join(f'{k.split("goal")[-1]}: {v:.1f}' for k, v in row.items()
                              if k[len('evaluation/goal'):].isdigit())
@@ -210,6 +217,8 @@ def main():
     p.add_argument('--goals', choices=['heldout', 'training'], default='heldout')
     p.add_argument('--episodes', type=int, default=100)
     p.add_argument('--runs_per_goal', type=int, default=4)
+    p.add_argument('--eval_memory', choices=['recurrent', 'window'], default=None,
+                   help="evaluate: compressed AD's memory at evaluation (default: the run's own)")
     p.add_argument('--eval_seed', type=int, default=12345)
     p.add_argument('--runs', nargs='*', default=[])
     p.add_argument('--png', default='benchmarks/results/ad_loss.png')

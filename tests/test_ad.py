@@ -160,10 +160,11 @@ def _cad_config(**kw):
     return c
 
 
-def test_cad_cache_and_compression_match_full_passes(histories):
+@pytest.mark.parametrize('memory', ['recurrent', 'window'])
+def test_cad_cache_and_compression_match_full_passes(histories, memory):
     train, _, _ = load_histories(histories)
     data = device_histories(train, 5)
-    c = _cad_config()
+    c = _cad_config(eval_memory=memory)
     W = cad.window_length(c)
     batch = sample_windows(data, jax.random.PRNGKey(0), 3, 30)
     agent = cad.CADAgent.create(0, {k: v[:, :W] for k, v in batch.items()}, c)
@@ -181,7 +182,17 @@ def test_cad_cache_and_compression_match_full_passes(histories):
         valid = jnp.broadcast_to(jnp.arange(8) < f, (3, 8))
         full = full_pass(agent, carry, valid)
         np.testing.assert_allclose(logits, full[:, f - 1], atol=1e-4)
-    assert int(carry['rounds']) == 5  # compressions at steps 8, 13, 18, 23, 28
+    assert int(carry['rounds']) == 5  # compressions at steps 8, 13, 18, 23, 28, of transitions 0-4, ..., 20-24
+    tokens = jnp.stack([state_token('joint', 81, 5, batch['observations'][:, t], batch['prev_actions'][:, 0] if t == 0
+                                    else batch['actions'][:, t - 1], batch['prev_rewards'][:, 0] if t == 0
+                                    else batch['rewards'][:, t - 1]) for t in range(25)], 1)
+    compress = jax.jit(lambda a, z, h, seg: a.network.apply({'params': a.params}, z, h, seg, jnp.ones((3, 5), bool),
+                                                            method=cad.CompressedHistoryModel.compress))
+    z, has = carry['latents'] * 0, jnp.zeros((3,), bool)
+    # recurrent: all five segments folded in turn; window: the last max_compression_depth (2), from the start
+    for r in (range(5) if memory == 'recurrent' else (3, 4)):
+        z, has = compress(agent, z, has, tokens[:, 5 * r:5 * r + 5]), jnp.ones((3,), bool)
+    np.testing.assert_allclose(carry['latents'], z, atol=1e-4)
     np.testing.assert_array_equal(carry['tokens'][:, 0], state_token('joint', 81, 5, batch['observations'][:, 25],
                                                                      batch['actions'][:, 24], batch['rewards'][:, 24]))
 
@@ -246,6 +257,8 @@ def test_config_errors():
         cad.CADAgent.check_config(_cad_config(max_uncompressed_length=5, min_uncompressed_length=2))
     with pytest.raises(ValueError, match='min_compress_length'):
         cad.CADAgent.check_config(_cad_config(min_compress_length=6))
+    with pytest.raises(ValueError, match="eval_memory='last'.*'recurrent'.*'window'"):
+        cad.CADAgent.check_config(_cad_config(eval_memory='last'))
     with pytest.raises(ValueError, match='joint .* or separate'):
         c = ad.get_config()
         c.tokens = 'triples'

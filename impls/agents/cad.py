@@ -14,8 +14,12 @@ loss = CE_smooth over the raw part. Logged per batch: the mean depth and the los
 
 Acting: the raw context fills one token per step through a key-value cache; when it holds max_uncompressed_length
 transitions, its oldest `eval_compress_length` are compressed into the latents (one encoder pass) and the cache is
-rebuilt over [latents ; the rest] (one full pass), so a step costs about one token between compressions. The
-number of rounds at evaluation is not bounded by max_compression_depth: the latents are a recurrent memory.
+rebuilt over [latents ; the rest] (one full pass), so a step costs about one token between compressions. Two
+memories (`eval_memory`): 'recurrent' folds each segment into the latents so far, so a long evaluation compresses
+far more rounds (~50 in 2,000 steps) than training ever did (<= max_compression_depth); 'window' keeps the last
+max_compression_depth compressed segments' raw tokens and recomputes the latents from the learned initial ones over
+them at each compression, so evaluation sees exactly the depths it was trained on and forgets what lies further
+back (max_compression_depth * eval_compress_length + max_uncompressed_length transitions at most).
 
 Token layout: one token (s_t, a_{t-1}, r_{t-1}) per transition (impls/utils/history_tokens.py, 'joint').
 """
@@ -191,6 +195,8 @@ class CADAgent(flax.struct.PyTreeNode):
                     latents=jnp.zeros((batch_size, c['n_latent'], c['tf_n_embd'])), has=jnp.zeros((), bool),
                     tokens=jnp.zeros((batch_size, c['max_uncompressed_length'],
                                       feature_size(c['num_observations'], c['action_dim'], c['obs_encoding']))),
+                    segments=jnp.zeros((batch_size, c['max_compression_depth'], c['max_compress_length'],
+                                        feature_size(c['num_observations'], c['action_dim'], c['obs_encoding']))),
                     fill=jnp.zeros((), jnp.int32), rounds=jnp.zeros((), jnp.int32),
                     prev_action=jnp.full((batch_size,), c['action_dim'], jnp.int32),
                     prev_reward=jnp.zeros((batch_size,)))
@@ -202,15 +208,25 @@ class CADAgent(flax.struct.PyTreeNode):
         B = carry['tokens'].shape[0]
         segment = jnp.pad(carry['tokens'][:, :e], ((0, 0), (0, max_c - e), (0, 0)))
         seg_valid = jnp.broadcast_to(jnp.arange(max_c) < e, (B, max_c))
-        has = jnp.broadcast_to(carry['has'], (B,))
-        latents = self._apply(self.params, carry['latents'], has, segment, seg_valid,
-                              method=CompressedHistoryModel.compress)
+        segments = jnp.concatenate([carry['segments'][:, 1:], segment[:, None]], 1)
+        if c['eval_memory'] == 'window':  # the last D segments, compressed afresh from the initial latents
+            D = c['max_compression_depth']
+            latents, has = carry['latents'], jnp.zeros((B,), bool)
+            for r in range(D):
+                new = self._apply(self.params, latents, has, segments[:, r], seg_valid,
+                                  method=CompressedHistoryModel.compress)
+                on = r >= D - 1 - jnp.minimum(carry['rounds'], D - 1)  # slots holding a segment so far
+                latents, has = jnp.where(on, new, latents), has | on
+        else:
+            has = jnp.broadcast_to(carry['has'], (B,))
+            latents = self._apply(self.params, carry['latents'], has, segment, seg_valid,
+                                  method=CompressedHistoryModel.compress)
         tokens = jnp.roll(carry['tokens'], -e, axis=1)
         fill = carry['fill'] - e
         valid = jnp.broadcast_to(jnp.arange(max_u) < fill, (B, max_u))
         _, kvs = self._apply(self.params, latents, jnp.ones((B,), bool), tokens, valid)
-        return dict(carry, cache=kvs, latents=latents, has=jnp.ones((), bool), tokens=tokens, fill=fill,
-                    rounds=carry['rounds'] + 1)
+        return dict(carry, cache=kvs, latents=latents, has=jnp.ones((), bool), tokens=tokens, segments=segments,
+                    fill=fill, rounds=carry['rounds'] + 1)
 
     def _feed(self, carry, token):
         c = self.config
@@ -253,6 +269,10 @@ class CADAgent(flax.struct.PyTreeNode):
         if c['max_compression_depth'] < 1 or c['n_latent'] < 1 or c['encoder_n_layer'] < 1:
             raise ValueError('--agent.max_compression_depth, --agent.n_latent and --agent.encoder_n_layer must be at '
                              'least 1 (for no compression, use --algorithm ad).')
+        if c['eval_memory'] not in ('recurrent', 'window'):
+            raise ValueError(f"--agent.eval_memory={c['eval_memory']!r}: use 'recurrent' (each segment folded into the "
+                             f"latents so far) or 'window' (the last max_compression_depth segments, compressed "
+                             f"afresh).")
         e = c['eval_compress_length']
         if not c['min_compress_length'] <= e <= c['max_compress_length']:
             raise ValueError(f"--agent.eval_compress_length={e} lies outside the trained segment lengths "
@@ -299,6 +319,8 @@ def get_config():
             min_uncompressed_length=20,  # Raw transitions after the compressed part, at least ...
             max_uncompressed_length=60,  # ... and at most (the raw context at evaluation).
             eval_compress_length=40,  # At evaluation, transitions compressed when the raw context is full.
+            eval_memory='recurrent',  # At evaluation: 'recurrent' (each segment folded into the latents so far,
+            # unbounded rounds) or 'window' (the last max_compression_depth segments compressed afresh: training's depths).
             tf_dropout=0.1,  # Dropout on the embeddings and residual branches.
             tf_attn_dropout=0.0,  # Dropout on the attention weights.
             label_smoothing=0.05,  # Label smoothing of the action cross-entropy.
